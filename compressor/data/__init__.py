@@ -1,0 +1,31 @@
+"""Dataset sources: `fashion-mnist`, `imagefolder:PATH`, `synthetic`."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from compressor.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+
+@dataclass
+class DataBundle:
+    train: Any  # iterable of (inputs, targets) with __len__, set_epoch, shard and num_samples
+    eval: Any
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    preprocessing: dict  # written into exported models so deployers feed the same numbers
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.randn(batch, *self.input_shape, generator=torch.Generator().manual_seed(0))
+
+
+def load_data(spec, seed: int) -> DataBundle:
+    kind, _, arg = spec.dataset.partition(":")
+    return DATASETS.get(kind)(spec, arg, seed)
+
+
+# Each source registers itself on import.
+from compressor.data import fashion_mnist, imagefolder, synthetic  # noqa: E402,F401

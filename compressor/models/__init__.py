@@ -1,0 +1,107 @@
+"""Model sources: `zoo:NAME`, `torchvision:NAME`, `timm:NAME`, `python:pkg.module:factory`."""
+
+import importlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import CompressorError, did_you_mean
+from compressor.models.zoo import ZOO
+from compressor.registry import Registry
+
+SOURCES: Registry = Registry("model source")
+
+
+@SOURCES.register("zoo")
+def _zoo(name: str, kwargs: dict) -> nn.Module:
+    return ZOO.get(name)(**kwargs)
+
+
+@SOURCES.register("torchvision")
+def _torchvision(name: str, kwargs: dict) -> nn.Module:
+    import torchvision
+
+    known = torchvision.models.list_models()
+    if name not in known:
+        raise CompressorError(f"unknown torchvision model '{name}'{did_you_mean(name, known)}")
+    return torchvision.models.get_model(name, **kwargs)
+
+
+@SOURCES.register("timm")
+def _timm(name: str, kwargs: dict) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise CompressorError("model source 'timm:' needs timm: pip install timm") from None
+    return timm.create_model(name, **kwargs)
+
+
+@SOURCES.register("python")
+def _python(name: str, kwargs: dict) -> nn.Module:
+    module_name, _, factory = name.partition(":")
+    if not factory:
+        raise CompressorError(f"'python:{name}' needs the form python:package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise CompressorError(f"cannot import '{module_name}' for python:{name}: {e}") from None
+    if not hasattr(module, factory):
+        raise CompressorError(f"module '{module_name}' has no '{factory}' (python:{name})")
+    return getattr(module, factory)(**kwargs)
+
+
+def build_model(source: str, kwargs: dict | None = None) -> nn.Module:
+    """Builds an untrained model from its source string, e.g. 'zoo:resnet20'."""
+    kind, sep, name = source.partition(":")
+    if not sep or not name:
+        raise CompressorError(
+            f"model source '{source}' needs a prefix: one of {', '.join(SOURCES.names())} "
+            "(e.g. zoo:resnet20, torchvision:resnet18)"
+        )
+    model = SOURCES.get(kind)(name, dict(kwargs or {}))
+    if not isinstance(model, nn.Module):
+        raise CompressorError(f"model source '{source}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Reads weights from safetensors, or from a torch state_dict file without unpickling code."""
+    if not path.is_file():
+        raise CompressorError(f"checkpoint '{path}' does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any parse failure of a user file is a user error
+        raise CompressorError(f"cannot read checkpoint '{path}': {str(e).splitlines()[0]}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise CompressorError(f"checkpoint '{path}' holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Loads a state_dict strictly; a mismatch names the first offending keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches (e.g. {'; '.join(wrong[:2])})")
+    if problems:
+        raise CompressorError(
+            f"checkpoint {origin} does not match the model: {', '.join(problems)}; "
+            "check model.source/kwargs/num_classes against the checkpoint"
+        )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,32 @@
+"""Passes: one file each, found through the registry by their recipe `type`."""
+
+from compressor.recipe import PassParams
+from compressor.registry import Registry
+
+
+class Pass:
+    """A step of a recipe: `run` takes the State and returns it, writing what it measured
+    into `ctx.metrics`. `trains` marks passes whose result depends on the training data."""
+
+    name = ""
+    Params: type[PassParams] = PassParams
+
+    def __init__(self, params: PassParams):
+        self.params = params
+
+    def run(self, state, ctx):
+        raise NotImplementedError
+
+
+PASSES: Registry[type[Pass]] = Registry("pass type")
+
+
+def register_pass(name: str):
+    def add(cls: type[Pass]) -> type[Pass]:
+        cls.name = name
+        return PASSES.register(name)(cls)
+
+    return add
+
+
+from compressor.passes import evaluate, train  # noqa: E402,F401

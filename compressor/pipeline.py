@@ -1,0 +1,157 @@
+"""Runs a recipe's passes in order, checkpoints after each, resumes after the last finished one.
+It knows nothing of pruning or training: passes do the work."""
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from compressor.console import console
+from compressor.data import DataBundle, load_data
+from compressor.errors import CompressorError
+from compressor.measure import count_macs_params, human
+from compressor.models import build_model, load_weights, read_state_dict
+from compressor.passes import PASSES
+from compressor.recipe import Recipe, dump_recipe
+from compressor.state import STATE_FILE, State, atomic_write, load_checkpoint, read_meta, save_checkpoint
+
+INPUT = "input"  # the name under which the unmodified model is referred to (e.g. as teacher)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CompressorError("device: cuda was asked for, but no CUDA GPU is visible; use device: auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@dataclass
+class RunContext:
+    """What a pass may use besides the State. `pass_dir` is where the pass writes its files."""
+
+    recipe: Recipe
+    run_dir: Path
+    device: torch.device
+    pass_dir: Path = None
+    index: int = -1
+    previous: str = INPUT  # folder name of the last finished pass
+    metrics: dict = field(default_factory=dict)
+
+    @cached_property
+    def data(self) -> DataBundle:
+        return load_data(self.recipe.data, self.recipe.seed)
+
+    def baseline(self) -> nn.Module:
+        """The model as the recipe gives it, before any pass."""
+        spec = self.recipe.model
+        model = build_model(spec.source, spec.factory_kwargs())
+        if spec.checkpoint:
+            load_weights(model, read_state_dict(Path(spec.checkpoint)), f"'{spec.checkpoint}'")
+        return model.eval()
+
+
+def pass_folder(index: int, kind: str) -> str:
+    return f"{index:02d}-{kind}"
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, run_dir: Path):
+        self.recipe, self.run_dir = recipe, Path(run_dir)
+        self.ctx = RunContext(recipe, self.run_dir, resolve_device(recipe.device))
+
+    def finished_passes(self) -> int:
+        """How many leading passes already have a complete checkpoint made by this same recipe."""
+        expected = {pass_folder(i, p.type) for i, p in enumerate(self.recipe.passes)}
+        for folder in sorted(self.run_dir.glob("[0-9][0-9]-*")):
+            if (folder / STATE_FILE).is_file() and folder.name not in expected:
+                raise CompressorError(
+                    f"cannot resume {self.run_dir}: it holds {folder.name}, which this recipe does not have; "
+                    "run with --fresh to start over, or use a new --out"
+                )
+        done = 0
+        for index, params in enumerate(self.recipe.passes):
+            folder = self.run_dir / pass_folder(index, params.type)
+            if not (folder / STATE_FILE).is_file():
+                break
+            if read_meta(folder).get("fingerprint") != self.recipe.fingerprint(index):
+                raise CompressorError(
+                    f"cannot resume {self.run_dir}: passes[{index}] ({params.type}) or something before it "
+                    "changed since that pass ran; run with --fresh to start over, or use a new --out"
+                )
+            done = index + 1
+        return done
+
+    def prepare(self, resume: bool, fresh: bool) -> int:
+        has_run = any(self.run_dir.glob("[0-9][0-9]-*"))
+        if has_run and fresh:
+            shutil.rmtree(self.run_dir)
+        elif has_run and not resume:
+            raise CompressorError(
+                f"{self.run_dir} already holds a run: add --resume to continue it, --fresh to start over, "
+                "or --out DIR to write elsewhere"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for partial in self.run_dir.glob(".*.partial"):
+            shutil.rmtree(partial)  # left by a killed pass: it never finished, so it is redone
+        done = self.finished_passes() if resume else 0
+        atomic_write(self.run_dir / "recipe.yaml", dump_recipe(self.recipe))
+        return done
+
+    def initial_state(self) -> State:
+        model = self.ctx.baseline()
+        data = self.ctx.data
+        state = State(model, {"source": self.recipe.model.source, "kwargs": self.recipe.model.factory_kwargs()},
+                      tuple(data.input_shape))
+        macs, params = count_macs_params(model, state.example_input())
+        state.records.append({"index": -1, "type": INPUT, "dir": None, "params": params, "macs": macs,
+                              "seconds": 0.0, "metrics": {}})
+        return state
+
+    def resumed_state(self, done: int) -> State:
+        folder = pass_folder(done - 1, self.recipe.passes[done - 1].type)
+        state = load_checkpoint(self.run_dir / folder)
+        if state.teacher_pass == INPUT:
+            state.teacher = self.ctx.baseline().requires_grad_(False)
+        elif state.teacher_pass:
+            state.teacher = load_checkpoint(self.run_dir / state.teacher_pass).model.requires_grad_(False)
+        self.ctx.previous = folder
+        console.print(f"[dim]resuming {self.run_dir} after {folder}[/dim]")
+        return state
+
+    def run(self, resume: bool = False, fresh: bool = False) -> State:
+        done = self.prepare(resume, fresh)
+        state = self.resumed_state(done) if done else self.initial_state()
+        total = len(self.recipe.passes)
+        for index, params in enumerate(self.recipe.passes):
+            if index < done:
+                continue
+            folder = pass_folder(index, params.type)
+            partial = self.run_dir / f".{folder}.partial"
+            partial.mkdir()
+            self.ctx.pass_dir, self.ctx.index, self.ctx.metrics = partial, index, {}
+            console.rule(f"[bold]{index + 1}/{total} {params.type}")
+            torch.manual_seed(self.recipe.seed * 1000 + index)  # a resumed pass repeats the uninterrupted one
+            start = time.perf_counter()
+            try:
+                state = PASSES.get(params.type)(params).run(state, self.ctx)
+            except CompressorError as e:
+                raise CompressorError(f"passes[{index}] ({params.type}): {e}") from None
+            seconds = time.perf_counter() - start
+            macs, n_params = count_macs_params(state.model, state.example_input(device=self.ctx.device))
+            state.records.append({"index": index, "type": params.type, "dir": folder, "params": n_params,
+                                  "macs": macs, "seconds": round(seconds, 2), "metrics": self.ctx.metrics})
+            save_checkpoint(state, partial, {"index": index, "type": params.type,
+                                             "fingerprint": self.recipe.fingerprint(index)})
+            final = self.run_dir / folder
+            if final.exists():
+                shutil.rmtree(final)
+            partial.rename(final)
+            self.ctx.previous = folder
+            console.print(f"[green]✓[/green] {folder} in {seconds:.1f}s — params {human(n_params)}, "
+                          f"MACs {human(macs)}")
+        return state
