@@ -1,6 +1,5 @@
 """The `compress` command line."""
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -8,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from compressor.commands import friendly, register_all
 from compressor.console import console
 from compressor.errors import CompressorError
 
@@ -16,23 +16,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: passes.2.ratio=0.6")]
-
-
-def friendly(fn):
-    """User errors become one red line and exit code 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CompressorError as e:
-            console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/yellow]: finished passes are kept; continue with --resume")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 @app.command()
@@ -70,6 +53,25 @@ def validate(recipe: RecipeArg, set_: SetOpt = None):
                   f"data {parsed.data.dataset}, {len(parsed.passes)} passes: {kinds}")
 
 
+def type_name(annotation) -> str:
+    """A reader's name for a parameter type: choices spelt out, nested models as 'mapping'."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args if a is not type(None)) + " (optional)" * (type(None) in args)
+    if origin is not None:
+        return f"{origin.__name__} of {type_name(args[-1])}" if args else origin.__name__
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 @app.command()
 @friendly
 def passes(name: Annotated[Optional[str], typer.Argument(help="show one pass only")] = None):
@@ -87,12 +89,15 @@ def passes(name: Annotated[Optional[str], typer.Argument(help="show one pass onl
         for field_name, field in cls.Params.model_fields.items():
             if field_name == "type":
                 continue
-            annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            annotation = type_name(field.annotation)
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            table.add_row(field.alias or field_name, annotation.replace("typing.", ""), default,
+            table.add_row(field.alias or field_name, annotation, default,
                           field.description or "")
         console.print(table)
         console.print()
+
+
+register_all(app)
 
 
 def main():

@@ -29,4 +29,13 @@ def register_pass(name: str):
     return add
 
 
-from compressor.passes import evaluate, train  # noqa: E402,F401
+def _import_all() -> None:
+    """Every module in this package registers its pass on import: adding a pass is adding a file."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
