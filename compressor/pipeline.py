@@ -1,7 +1,9 @@
 """Runs a recipe's passes in order, checkpoints after each, resumes after the last finished one.
 It knows nothing of pruning or training: passes do the work."""
 
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +20,7 @@ from compressor.models import build_model, load_weights, read_state_dict
 from compressor.passes import PASSES
 from compressor.recipe import Recipe, dump_recipe
 from compressor.state import STATE_FILE, State, atomic_write, load_checkpoint, read_meta, save_checkpoint
+from compressor.training import distributed
 
 INPUT = "input"  # the name under which the unmodified model is referred to (e.g. as teacher)
 
@@ -27,6 +30,8 @@ def resolve_device(name: str) -> torch.device:
         raise CompressorError("device: cuda was asked for, but no CUDA GPU is visible; use device: auto or cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and distributed.launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 
@@ -87,6 +92,16 @@ class Pipeline:
         return done
 
     def prepare(self, resume: bool, fresh: bool) -> int:
+        """Checks and tidies the run folder (rank 0 only, under torchrun); returns passes done."""
+        if not distributed.is_main():
+            distributed.barrier()
+            return self.finished_passes() if resume else 0
+        try:
+            return self._prepare(resume, fresh)
+        finally:
+            distributed.barrier()
+
+    def _prepare(self, resume: bool, fresh: bool) -> int:
         has_run = any(self.run_dir.glob("[0-9][0-9]-*"))
         if has_run and fresh:
             shutil.rmtree(self.run_dir)
@@ -112,46 +127,66 @@ class Pipeline:
                               "seconds": 0.0, "metrics": {}})
         return state
 
-    def resumed_state(self, done: int) -> State:
-        folder = pass_folder(done - 1, self.recipe.passes[done - 1].type)
+    def load(self, folder: str) -> State:
+        """A finished pass's State, teacher included (it is stored once, as the pass it came from)."""
         state = load_checkpoint(self.run_dir / folder)
         if state.teacher_pass == INPUT:
             state.teacher = self.ctx.baseline().requires_grad_(False)
         elif state.teacher_pass:
             state.teacher = load_checkpoint(self.run_dir / state.teacher_pass).model.requires_grad_(False)
-        self.ctx.previous = folder
-        console.print(f"[dim]resuming {self.run_dir} after {folder}[/dim]")
+        state.model.to(self.ctx.device)
         return state
 
     def run(self, resume: bool = False, fresh: bool = False) -> State:
+        distributed.init()
+        console.quiet = not distributed.is_main()
         done = self.prepare(resume, fresh)
-        state = self.resumed_state(done) if done else self.initial_state()
-        total = len(self.recipe.passes)
+        if done:
+            self.ctx.previous = pass_folder(done - 1, self.recipe.passes[done - 1].type)
+            console.print(f"[dim]resuming {self.run_dir} after {self.ctx.previous}[/dim]")
+        state = self.load(self.ctx.previous) if done else self.initial_state()
         for index, params in enumerate(self.recipe.passes):
-            if index < done:
-                continue
-            folder = pass_folder(index, params.type)
+            if index >= done:
+                state = self.run_pass(state, index, params)
+        return state
+
+    def run_pass(self, state: State, index: int, params) -> State:
+        """Runs one pass and checkpoints it. Under torchrun, passes that train run on every rank;
+        the rest run on rank 0 while the others wait and then load its checkpoint."""
+        folder = pass_folder(index, params.type)
+        step = PASSES.get(params.type)(params)
+        everyone = step.trains and distributed.active()
+        if everyone or distributed.is_main():
             partial = self.run_dir / f".{folder}.partial"
-            partial.mkdir()
+            if distributed.is_main():
+                partial.mkdir()
+            else:  # other ranks' files are scratch: rank 0 writes the run folder
+                partial = Path(tempfile.mkdtemp(prefix=f"{folder}-rank{distributed.rank()}-"))
             self.ctx.pass_dir, self.ctx.index, self.ctx.metrics = partial, index, {}
-            console.rule(f"[bold]{index + 1}/{total} {params.type}")
+            console.rule(f"[bold]{index + 1}/{len(self.recipe.passes)} {params.type}")
             torch.manual_seed(self.recipe.seed * 1000 + index)  # a resumed pass repeats the uninterrupted one
             start = time.perf_counter()
             try:
-                state = PASSES.get(params.type)(params).run(state, self.ctx)
+                state = step.run(state, self.ctx)
             except CompressorError as e:
                 raise CompressorError(f"passes[{index}] ({params.type}): {e}") from None
             seconds = time.perf_counter() - start
             macs, n_params = count_macs_params(state.model, state.example_input(device=self.ctx.device))
             state.records.append({"index": index, "type": params.type, "dir": folder, "params": n_params,
                                   "macs": macs, "seconds": round(seconds, 2), "metrics": self.ctx.metrics})
-            save_checkpoint(state, partial, {"index": index, "type": params.type,
-                                             "fingerprint": self.recipe.fingerprint(index)})
-            final = self.run_dir / folder
-            if final.exists():
-                shutil.rmtree(final)
-            partial.rename(final)
-            self.ctx.previous = folder
+            if distributed.is_main():
+                save_checkpoint(state, partial, {"index": index, "type": params.type,
+                                                 "fingerprint": self.recipe.fingerprint(index)})
+                final = self.run_dir / folder
+                if final.exists():
+                    shutil.rmtree(final)
+                partial.rename(final)
+            else:
+                shutil.rmtree(partial)
             console.print(f"[green]✓[/green] {folder} in {seconds:.1f}s — params {human(n_params)}, "
                           f"MACs {human(macs)}")
+        distributed.barrier()
+        if not everyone and not distributed.is_main():
+            state = self.load(folder)
+        self.ctx.previous = folder
         return state

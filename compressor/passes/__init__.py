@@ -6,9 +6,11 @@ from compressor.registry import Registry
 
 class Pass:
     """A step of a recipe: `run` takes the State and returns it, writing what it measured
-    into `ctx.metrics`. `trains` marks passes whose result depends on the training data."""
+    into `ctx.metrics`. Under torchrun, passes with `trains = True` run on every rank (through
+    the one training loop, which wraps DDP); the others run on rank 0 alone."""
 
     name = ""
+    trains = False
     Params: type[PassParams] = PassParams
 
     def __init__(self, params: PassParams):

@@ -7,6 +7,7 @@ class Train(Pass):
     """Dense training or fine-tuning with cross-entropy (masks from earlier passes are kept)."""
 
     Params = TrainParams
+    trains = True
 
     def run(self, state, ctx):
         ctx.metrics.update(fit(state, ctx, self.params, desc="train"))

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compressor.console import console, progress
+from compressor.training import distributed
 from compressor.training.params import TrainParams
 from compressor.training.terms import KeepMasks, Step, Term
 
@@ -38,10 +39,13 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
     terms = list(terms) + ([KeepMasks(state.masks)] if state.masks else [])
     for term in terms:
         term.attach(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    params += [p for t in terms for p in t.parameters()]
-    optimizer = _optimizer(params, cfg)
+    term_params = [p for t in terms for p in t.parameters()]
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad] + term_params, cfg)
     loader = ctx.data.train
+    forward = model
+    if distributed.active():
+        loader.shard(distributed.rank(), distributed.world())
+        forward = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     steps_per_epoch = len(loader)
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -62,7 +66,7 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
                     for group in optimizer.param_groups:
                         group["lr"] = cfg.lr * _lr_factor(cfg, step_index / total_steps)
                     with torch.autocast(device.type, enabled=device.type == "cuda"):
-                        outputs = model(inputs)
+                        outputs = forward(inputs)
                         step = Step(inputs, targets, outputs, epoch, step_index / total_steps)
                         losses = {"ce": F.cross_entropy(outputs.float(), targets, label_smoothing=cfg.label_smoothing)}
                         for term in terms:
@@ -73,6 +77,7 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(total).backward()
                     scaler.unscale_(optimizer)
+                    distributed.average_gradients(term_params)  # DDP averages only the model's own
                     for term in terms:
                         term.before_step(model, step)
                     scaler.step(optimizer)
@@ -89,8 +94,11 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
                     rate = seen / (time.perf_counter() - start)
                     shown = " ".join(f"{k} {v / count:.3f}" for k, v in sums.items())
                     bar.update(task, advance=1, info=f"{shown} acc {100 * correct / count:.1f}% {rate:.0f} img/s")
-                metrics = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
-                metrics["train_acc"] = 100 * correct / max(count, 1)
+                keys = list(sums)
+                totals = distributed.sum_across([sums[k] for k in keys] + [correct, count], device)
+                correct, count = totals[-2], max(totals[-1], 1)
+                metrics = {f"train_{k}": v / count for k, v in zip(keys, totals)}
+                metrics["train_acc"] = 100 * correct / count
                 for term in terms:
                     metrics.update(term.end_epoch(model, epoch))
                 console.print(f"  {desc} epoch {epoch + 1}/{epochs}: "
@@ -99,5 +107,9 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
         for term in terms:
             term.detach()
     metrics.update(steps=step_index, epochs=cfg.epochs, img_per_s=seen / (time.perf_counter() - start))
+    if distributed.active():
+        if not distributed.weights_identical(model):
+            raise RuntimeError("ranks ended training with different weights: a term updates parameters outside DDP")
+        metrics.update(world_size=distributed.world(), img_per_s=metrics["img_per_s"] * distributed.world())
     model.eval()
     return metrics
