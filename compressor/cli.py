@@ -31,14 +31,17 @@ def run(
     from compressor.pipeline import Pipeline
     from compressor.recipe import load_recipe
     from compressor.report import print_summary, write_report
+    from compressor.training import distributed
 
     if resume and fresh:
         raise CompressorError("--resume and --fresh contradict each other; pick one")
     parsed = load_recipe(recipe, set_ or [])
     pipeline = Pipeline(parsed, out or Path("runs") / parsed.name)
     state = pipeline.run(resume=resume, fresh=fresh)
-    write_report(pipeline.run_dir, parsed, state.records)
-    print_summary(state.records, pipeline.run_dir)
+    if distributed.is_main():  # under torchrun, rank 0 alone writes and reports
+        write_report(pipeline.run_dir, parsed, state.records)
+        print_summary(state.records, pipeline.run_dir)
+    distributed.shutdown()
 
 
 @app.command()

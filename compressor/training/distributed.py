@@ -21,6 +21,12 @@ def init() -> None:
         dist.init_process_group(backend, timeout=timedelta(minutes=60))
 
 
+def shutdown() -> None:
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -58,6 +64,13 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad.div_(world())
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """BatchNorm statistics are updated locally after DDP's last broadcast: take rank 0's."""
+    if active():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
 
 
 def weights_identical(model: torch.nn.Module) -> bool:

@@ -108,8 +108,9 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
             term.detach()
     metrics.update(steps=step_index, epochs=cfg.epochs, img_per_s=seen / (time.perf_counter() - start))
     if distributed.active():
+        distributed.sync_buffers(model)
         if not distributed.weights_identical(model):
-            raise RuntimeError("ranks ended training with different weights: a term updates parameters outside DDP")
+            raise RuntimeError("ranks ended training with different weights: something updates parameters outside DDP")
         metrics.update(world_size=distributed.world(), img_per_s=metrics["img_per_s"] * distributed.world())
     model.eval()
     return metrics
