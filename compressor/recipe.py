@@ -194,4 +194,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    """The recipe as run (after --set), in the user's own keys, so that it parses again."""
+    doc = recipe.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    doc["passes"] = [p.model_dump(mode="json", by_alias=True, exclude_unset=True) for p in recipe.passes]
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -42,3 +42,16 @@ def test_pass_params_are_validated_against_their_own_model(synthetic_recipe):
     synthetic_recipe["passes"][1]["ratio"] = 1.5
     with pytest.raises(CompressorError, match=r"passes\[1\]\.ratio: input should be less than 1"):
         parse_recipe(synthetic_recipe, "r.yaml")
+
+
+def test_dumped_recipe_parses_again(tmp_path, synthetic_recipe):
+    from compressor.recipe import dump_recipe
+
+    synthetic_recipe["passes"][1].update({"global": True, "target": {"macs": 0.5}})
+    del synthetic_recipe["passes"][1]["ratio"]
+    recipe = parse_recipe(synthetic_recipe)
+    path = tmp_path / "again.yaml"
+    path.write_text(dump_recipe(recipe))
+    again = load_recipe(path)
+    assert again.fingerprint(3) == recipe.fingerprint(3)
+    assert again.passes[1].global_ is True
