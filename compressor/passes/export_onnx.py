@@ -1,12 +1,9 @@
 """ONNX export, checked by onnx.checker and by onnxruntime against torch on real inputs."""
 
-import json
-from pathlib import Path
-
-import onnx
 import torch
 from pydantic import Field
 
+from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.passes import Pass, register_pass
 from compressor.recipe import PassParams
@@ -16,11 +13,13 @@ from compressor.runtime import onnx as ox
 class ExportOnnxParams(PassParams):
     opset: int = Field(18, ge=13, description="ONNX opset")
     dynamic_batch: bool = Field(True, description="batch dimension left free")
-    dynamo: bool = Field(True, description="use the dynamo exporter (falls back to TorchScript)")
-    atol: float = Field(1e-4, ge=0, description="parity tolerance against torch")
-    rtol: float = Field(1e-3, ge=0)
+    batch_size: int = Field(1, gt=0, description="the fixed batch when dynamic_batch is false")
+    dynamo: bool = Field(True, description="use the dynamo exporter (falls back to TorchScript, with a note)")
+    simplify: bool = Field(True, description="fold constants and fuse nodes with onnxslim")
+    atol: float = Field(1e-4, ge=0, description="parity tolerance against torch (absolute)")
+    rtol: float = Field(1e-3, ge=0, description="parity tolerance against torch (relative)")
     parity_samples: int = Field(64, gt=0, description="evaluation inputs compared")
-    filename: str = "model.onnx"
+    filename: str = Field("model.onnx", description="written into the run folder")
 
 
 def first_inputs(loader, n: int) -> torch.Tensor:
@@ -33,13 +32,6 @@ def first_inputs(loader, n: int) -> torch.Tensor:
     return torch.cat(batches)[:n]
 
 
-def add_metadata(path: Path, meta: dict) -> None:
-    model = onnx.load(str(path))
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
-    onnx.save(model, str(path))
-
-
 @register_pass("export_onnx")
 class ExportOnnx(Pass):
     """ONNX export with a full onnx.checker check and onnxruntime-vs-torch parity on real inputs."""
@@ -50,16 +42,28 @@ class ExportOnnx(Pass):
         p = self.params
         path = ctx.run_dir / p.filename
         model = state.model.cpu().eval()
-        exporter = ox.export(model, state.input_shape, path, p.opset, p.dynamic_batch, p.dynamo)
-        add_metadata(path, {"recipe": ctx.recipe.name, "input_name": ox.INPUT_NAME,
-                            "input_shape": ["batch" if p.dynamic_batch else 1, *state.input_shape],
-                            "num_classes": ctx.data.num_classes, "preprocessing": ctx.data.preprocessing})
-        try:
-            onnx.checker.check_model(str(path), full_check=True)
-        except onnx.checker.ValidationError as e:
-            raise CompressorError(f"onnx.checker rejects {path}: {str(e).splitlines()[0]}") from None
-        check = ox.parity(model, path, first_inputs(ctx.data.eval, p.parity_samples), p.atol, p.rtol)
+        ox.bake_masks(model, state.masks)
+        exporter = ox.export(model, state.input_shape, path, p.opset, p.dynamic_batch, p.dynamo, p.batch_size)
+        if p.simplify:
+            try:
+                ox.simplify(path)
+            except Exception as e:  # onnxslim meets graphs it cannot rewrite; the export itself is fine
+                raise CompressorError(f"onnxslim cannot simplify {path} ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:120]}); set simplify: false") from None
+        ox.add_metadata(path, {
+            "recipe": ctx.recipe.name, "input_name": ox.INPUT_NAME, "output_name": ox.OUTPUT_NAME,
+            "input_shape": ["batch" if p.dynamic_batch else p.batch_size, *state.input_shape],
+            "num_classes": ctx.data.num_classes, "preprocessing": ctx.data.preprocessing,
+            "model_source": state.source["source"],
+        })
+        ox.check(path)
+        inputs = first_inputs(ctx.data.eval, max(p.parity_samples, p.batch_size))
+        if not p.dynamic_batch:  # a fixed-batch model is fed whole batches only
+            inputs = inputs[: len(inputs) // p.batch_size * p.batch_size]
+        check = ox.parity(model, path, inputs, p.atol, p.rtol)
         state.artifacts["onnx"] = str(path)
-        ctx.metrics.update(exporter=exporter, opset=p.opset, file=str(path),
-                           size_mb=round(path.stat().st_size / 2**20, 3), **check)
+        ctx.metrics.update(exporter=exporter, opset=p.opset, dynamic_batch=p.dynamic_batch, simplified=p.simplify,
+                           file=str(path), size_mb=round(path.stat().st_size / 2**20, 3), **check)
+        console.print(f"  {path} ({exporter} exporter, {ctx.metrics['size_mb']} MB): onnxruntime matches torch "
+                      f"within {check['max_abs_diff']:.2g} on {check['samples']} evaluation inputs")
         return state

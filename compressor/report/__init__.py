@@ -1,4 +1,5 @@
-"""The run's report: summary table on the console, report.json and report.md in the run folder."""
+"""The run's report: a summary on the console, and report.json (one record per pass), report.md
+and report.png in the run folder. `render` rebuilds the Markdown and the PNG from report.json."""
 
 import json
 from pathlib import Path
@@ -6,78 +7,79 @@ from pathlib import Path
 from rich.table import Table
 
 from compressor.console import console
-from compressor.measure import human
+from compressor.errors import CompressorError
+from compressor.report.plot import write_png
+from compressor.report.tables import (TableData, benchmark_metrics, headline, latency_table, passes_table,
+                                      stages_table)
 from compressor.state import atomic_write
 
-
-def _accuracy(record: dict) -> str:
-    top1 = record["metrics"].get("top1")
-    return f"{top1:.2f}%" if top1 is not None else ""
+REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 
 
-def latency_rows(records: list[dict]) -> list[dict]:
-    return [row for r in records for row in r["metrics"].get("latency", [])]
+def tables(records: list[dict]) -> list[TableData]:
+    bench = benchmark_metrics(records)
+    if not bench or not bench["latency"]:
+        return [passes_table(records)]
+    return [passes_table(records), stages_table(bench), latency_table(bench)]
 
 
-LATENCY_COLUMNS = ("backend", "batch", "unmodified p50", "compressed p50", "compressed p90", "speedup")
-
-
-def _latency_cells(row: dict) -> tuple[str, ...]:
-    return (row["backend"], str(row["batch_size"]), f"{row['baseline_ms']:.2f} ms", f"{row['compressed_ms']:.2f} ms",
-            f"{row['compressed']['p90_ms']:.2f} ms", f"{row['speedup']:.2f}×")
-
-
-def _latency_title(rows: list[dict]) -> str:
-    where = sorted({f"{r['device']}, {r['threads']} threads" for r in rows})
-    return f"latency on {'; '.join(where)} — unmodified vs compressed, timed interleaved in one process"
-
-
-def headline(records: list[dict]) -> list[str]:
-    """The few numbers a user asks for: accuracy before/after, MACs ratio, measured speedup."""
-    base, last = records[0], records[-1]
-    lines = [f"MACs {human(base['macs'])} → {human(last['macs'])} ({base['macs'] / last['macs']:.2f}× fewer), "
-             f"params {human(base['params'])} → {human(last['params'])} ({base['params'] / last['params']:.2f}× fewer)"]
-    evaluated = [r for r in records if "top1" in r["metrics"]]
-    if len(evaluated) >= 2:
-        first, final = evaluated[0]["metrics"]["top1"], evaluated[-1]["metrics"]["top1"]
-        lines.append(f"top-1 {first:.2f}% → {final:.2f}% ({final - first:+.2f} points)")
-    for row in latency_rows(records):
-        lines.append(f"{row['backend']} batch {row['batch_size']}: {row['speedup']:.2f}× faster "
-                     f"({row['baseline_ms']:.2f} → {row['compressed_ms']:.2f} ms p50)")
-    return lines
+def print_table(data: TableData) -> None:
+    table = Table(title=data.title, title_justify="left", caption=data.note, caption_justify="left")
+    shown = [i for i, column in enumerate(data.columns) if column not in data.detail]
+    for i in shown:
+        column = data.columns[i]
+        table.add_column(column, justify="right" if column in data.right else "left", no_wrap=column in data.right)
+    for row in data.rows:
+        table.add_row(*(row[i] for i in shown))
+    console.print(table)
 
 
 def print_summary(records: list[dict], run_dir: Path) -> None:
-    table = Table(title=f"compressed: {run_dir}", title_justify="left")
-    for column in ("#", "pass", "params", "MACs", "top-1", "time"):
-        table.add_column(column, justify="left" if column == "pass" else "right")
-    for r in records:
-        table.add_row(str(r["index"]) if r["index"] >= 0 else "", r["type"], human(r["params"]), human(r["macs"]),
-                      _accuracy(r), f"{r['seconds']:.1f}s" if r["index"] >= 0 else "")
-    console.print(table)
-    rows = latency_rows(records)
-    if rows:
-        latency = Table(title=_latency_title(rows), title_justify="left")
-        for column in LATENCY_COLUMNS:
-            latency.add_column(column, justify="left" if column in ("backend", "device") else "right")
-        for row in rows:
-            latency.add_row(*_latency_cells(row))
-        console.print(latency)
+    for data in tables(records):
+        print_table(data)
     for line in headline(records):
         console.print(f"  {line}")
-    console.print(f"  report: {run_dir / 'report.md'}")
+    console.print(f"  report: {run_dir / REPORT_MD}")
+
+
+def _markdown(doc: dict) -> str:
+    records = doc["passes"]
+    lines = [f"# {doc['recipe']}", ""]
+    if doc.get("model"):
+        lines += [f"Model `{doc['model']}` on `{doc['dataset']}`.", ""]
+    lines += [f"- {line}" for line in headline(records)] + [""]
+    bench = benchmark_metrics(records)
+    if bench and bench["latency"]:
+        lines += [f"![accuracy vs latency and latency per stage]({REPORT_PNG})", ""]
+    for data in tables(records):
+        lines += [f"## {data.title.capitalize()}", "", *([data.note, ""] if data.note else []),
+                  "| " + " | ".join(data.columns) + " |",
+                  "|" + "|".join("---:" if c in data.right else "---" for c in data.columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in data.rows] + [""]
+    return "\n".join(lines)
+
+
+def _write_views(run_dir: Path, doc: dict) -> None:
+    atomic_write(run_dir / REPORT_MD, _markdown(doc))
+    bench = benchmark_metrics(doc["passes"])
+    if bench and bench["latency"]:
+        write_png(run_dir / REPORT_PNG, doc["recipe"], bench)
 
 
 def write_report(run_dir: Path, recipe, records: list[dict]) -> None:
-    atomic_write(run_dir / "report.json", json.dumps({"recipe": recipe.name, "passes": records}, indent=1))
-    lines = [f"# {recipe.name}", "", "| # | pass | params | MACs | top-1 | time |", "|---|---|---:|---:|---:|---:|"]
-    for r in records:
-        lines.append(f"| {r['index'] if r['index'] >= 0 else ''} | {r['type']} | {human(r['params'])} | "
-                     f"{human(r['macs'])} | {_accuracy(r)} | {r['seconds']:.1f}s |")
-    rows = latency_rows(records)
-    if rows:
-        lines += ["", _latency_title(rows)[0].upper() + _latency_title(rows)[1:] + ":", "",
-                  "| " + " | ".join(LATENCY_COLUMNS) + " |", "|---|" + "---:|" * (len(LATENCY_COLUMNS) - 1)]
-        lines += ["| " + " | ".join(_latency_cells(row)) + " |" for row in rows]
-    lines += ["", *[f"- {line}" for line in headline(records)], ""]
-    atomic_write(run_dir / "report.md", "\n".join(lines))
+    doc = {"recipe": recipe.name, "model": recipe.model.source, "dataset": recipe.data.dataset, "passes": records}
+    atomic_write(run_dir / REPORT_JSON, json.dumps(doc, indent=1))
+    _write_views(run_dir, doc)
+
+
+def render(run_dir: Path) -> dict:
+    """Rewrites report.md and report.png from the run's report.json; returns the report."""
+    path = Path(run_dir) / REPORT_JSON
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CompressorError(f"{path} does not exist: is {run_dir} a finished run folder (compress run … --out DIR)?") from None
+    except json.JSONDecodeError as e:
+        raise CompressorError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    _write_views(Path(run_dir), doc)
+    return doc

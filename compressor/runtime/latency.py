@@ -20,21 +20,64 @@ def summarize(times_ms: list[float], batch: int) -> dict:
             "std_ms": statistics.pstdev(ordered), "iters": len(ordered), "throughput": 1000 * batch / p50}
 
 
-def interleaved(runners: dict[str, Callable[[], None]], warmup: int, iters: int, chunk: int = 5) -> dict[str, list[float]]:
-    """Times each runner `iters` times, alternating between runners every `chunk` calls."""
+# Calls a runner makes in a row before the next takes over: short enough that neighbouring chunks
+# see the same machine, long enough that each chunk's median call runs with warm caches.
+CHUNK = 3
+
+
+def interleaved(runners: dict[str, Callable[[], None]], warmup: int, iters: int | None = None,
+                duration_s: float | None = None, chunk: int = CHUNK) -> dict[str, list[float]]:
+    """Times each runner `iters` times (or for about `duration_s` seconds altogether), alternating
+    between runners every `chunk` calls so that a slow spell of the machine hits them all."""
+    if (iters is None) == (duration_s is None):
+        raise ValueError("give exactly one of iters and duration_s")
     for fn in runners.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
-    while any(len(t) < iters for t in times.values()):
+    deadline = time.perf_counter() + (duration_s or 0)
+
+    def more(name: str) -> bool:
+        return len(times[name]) < iters if iters is not None else time.perf_counter() < deadline
+
+    while any(more(name) for name in names):
         for name in names:
-            for _ in range(min(chunk, iters - len(times[name]))):
+            for _ in range(chunk if duration_s is not None else min(chunk, iters - len(times[name]))):
                 start = time.perf_counter()
                 runners[name]()
                 times[name].append(1000 * (time.perf_counter() - start))
         names.reverse()  # neither candidate always runs first after the other
     return times
+
+
+def round_ratios(reference: list[float], candidate: list[float], chunk: int = CHUNK) -> list[float]:
+    """reference ÷ candidate for each round of `interleaved`, from the two chunks' fastest calls:
+    the fastest call of a chunk is the one the machine disturbed least, and the two chunks of a
+    round ran back to back, so a busy spell cancels out of the round's ratio."""
+    return [min(reference[i:i + chunk]) / min(candidate[i:i + chunk])
+            for i in range(0, min(len(reference), len(candidate)), chunk)]
+
+
+def paired_speedup(reference: list[float], candidate: list[float], chunk: int = CHUNK) -> float:
+    """How many times faster `candidate` is than `reference`: the median of the rounds' ratios.
+    On a shared 2-core machine it repeated within 7% where the ratio of medians drifted up to 2x."""
+    return statistics.median(round_ratios(reference, candidate, chunk))
+
+
+def speedup_iqr(reference: list[float], candidate: list[float], chunk: int = CHUNK) -> list[float]:
+    """The quartiles of the rounds' ratios: how much the rounds disagreed."""
+    ratios = round_ratios(reference, candidate, chunk)
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return [q1, q3]
+
+
+def unsteady(row: dict) -> bool:
+    """Rounds that disagree by more than a quarter mean a busy machine and a speedup not to quote."""
+    if not row["speedup_iqr"]:
+        return False
+    q1, q3 = row["speedup_iqr"]
+    return q3 > 1.25 * q1
 
 
 def device_name(device: torch.device) -> str:

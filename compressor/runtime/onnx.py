@@ -1,12 +1,15 @@
-"""ONNX export (dynamo first, TorchScript as a logged fallback), onnxruntime sessions, parity."""
+"""ONNX export (dynamo first, TorchScript as a logged fallback), checks, metadata, onnxruntime
+sessions, and parity against a reference on real inputs."""
 
 import contextlib
 import io
+import json
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 
@@ -16,12 +19,32 @@ from compressor.errors import CompressorError
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
+class HalfPrecision(nn.Module):
+    """fp16 inside, fp32 at the edges: the reduced-precision ONNX a strongly typed TensorRT
+    network needs, with the same float32 input and output as the plain export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x):
+        return self.model(x.half()).float()
+
+
+@torch.no_grad()
+def bake_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Multiplies the masks into the weights, so an export is exact even if a masked weight drifted."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
 def export(model: nn.Module, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True,
-           dynamo: bool = True) -> str:
+           dynamo: bool = True, static_batch: int = 1) -> str:
     """Writes `path` atomically and returns the exporter that succeeded."""
     model = model.eval().cpu()
-    # Batch 2, not 1: torch.export specialises dimensions of size 1 and would freeze the batch.
-    example = torch.randn(2, *input_shape)
+    # Batch 2 when dynamic: torch.export specialises dimensions of size 1 and would freeze the batch.
+    example = torch.randn(2 if dynamic_batch else static_batch, *input_shape)
     tmp = path.with_name(f".{path.name}.tmp")
     kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     used = "dynamo"
@@ -29,10 +52,15 @@ def export(model: nn.Module, input_shape, path: Path, opset: int = 18, dynamic_b
         if not dynamo:
             raise RuntimeError("dynamo exporter turned off in the recipe")
         shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # The dynamo exporter reports its inner workings on stdout and stderr; its result is checked instead.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(tmp), dynamo=True, dynamic_shapes=shapes,
                               external_data=False, verbose=False, **kwargs)
+        written = opset_of(tmp)
+        if written != opset:
+            raise RuntimeError(f"it wrote opset {written}, not the {opset} asked for")
     except Exception as e:
         if dynamo:
             console.print(f"  [yellow]dynamo exporter failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
@@ -46,6 +74,35 @@ def export(model: nn.Module, input_shape, path: Path, opset: int = 18, dynamic_b
     return used
 
 
+def opset_of(path: Path) -> int:
+    return next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+
+
+def simplify(path: Path) -> None:
+    """Folds constants and fuses what onnxslim can; the graph's inputs and outputs stay as they are."""
+    import onnxslim
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(onnxslim.slim(str(path)), str(tmp))
+    os.replace(tmp, path)
+
+
+def add_metadata(path: Path, meta: dict) -> None:
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def check(path: Path) -> None:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise CompressorError(f"onnx.checker rejects {path}: {str(e).splitlines()[0]}") from None
+
+
 def session(path: Path, threads: int | None = None, providers: list[str] | None = None):
     import onnxruntime as ort
 
@@ -56,23 +113,46 @@ def session(path: Path, threads: int | None = None, providers: list[str] | None 
     # Sessions that take turns on few cores would otherwise steal each other's time by spinning.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # a corrupt or foreign file is the user's input
+        raise CompressorError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
+
+
+def run_onnx(path: Path, inputs: torch.Tensor) -> dict[str, np.ndarray]:
+    """All outputs for `inputs`, fed in chunks of the model's batch when that batch is fixed."""
+    sess = session(path)
+    names = [o.name for o in sess.get_outputs()]
+    batch = sess.get_inputs()[0].shape[0]
+    chunks = inputs.split(batch) if isinstance(batch, int) else [inputs]
+    results = [sess.run(None, {INPUT_NAME: chunk.cpu().numpy()}) for chunk in chunks]
+    return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(names)}
+
+
+def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float,
+            what: str, against: str, hint: str) -> dict:
+    """Every output of `got` must match `expected`; the first mismatch raises, naming the output
+    and by how much it is off."""
+    worst, agreement = 0.0, 1.0
+    for name, want in expected.items():
+        have = got[name].astype(np.float32)
+        if have.shape != want.shape:
+            raise CompressorError(f"{what} output '{name}' has shape {have.shape}, {against} gives {want.shape}")
+        diff = float(np.abs(have - want).max()) if want.size else 0.0
+        if not np.allclose(have, want, atol=atol, rtol=rtol):
+            raise CompressorError(
+                f"{what} output '{name}' differs from {against} by up to {diff:.3g} "
+                f"(atol {atol:g}, rtol {rtol:g}) on {len(want)} evaluation inputs; {hint}"
+            )
+        worst = max(worst, diff)
+        if want.ndim == 2:
+            agreement = min(agreement, float((have.argmax(1) == want.argmax(1)).mean()))
+    return {"max_abs_diff": worst, "top1_agreement": agreement, "samples": len(next(iter(expected.values())))}
 
 
 @torch.no_grad()
 def parity(model: nn.Module, path: Path, inputs: torch.Tensor, atol: float, rtol: float) -> dict:
     """Runs torch and onnxruntime on the same real inputs; a mismatch raises with its size."""
-    expected = model.eval().cpu()(inputs.cpu()).numpy()
-    got = session(path).run(None, {INPUT_NAME: inputs.cpu().numpy()})[0]
-    if got.shape != expected.shape:
-        raise CompressorError(f"ONNX output '{OUTPUT_NAME}' has shape {got.shape}, torch gives {expected.shape}")
-    diff = np.abs(got - expected)
-    worst = float(diff.max())
-    if not np.allclose(got, expected, atol=atol, rtol=rtol):
-        raise CompressorError(
-            f"ONNX output '{OUTPUT_NAME}' differs from torch by up to {worst:.3g} "
-            f"(atol {atol:g}, rtol {rtol:g}) on {len(inputs)} evaluation inputs; "
-            "the export is wrong — try export_onnx with dynamo: false, or report the model"
-        )
-    agree = float((got.argmax(1) == expected.argmax(1)).mean())
-    return {"max_abs_diff": worst, "top1_agreement": agree, "samples": len(inputs)}
+    expected = {OUTPUT_NAME: model.eval().cpu()(inputs.cpu()).float().numpy()}
+    return compare(expected, run_onnx(path, inputs), atol, rtol, "ONNX", "torch",
+                   "the export is wrong — try export_onnx with dynamo: false, or report the model")

@@ -1,0 +1,155 @@
+"""`compress bench PATH`: latency of a run's stages, a checkpoint, an ONNX file or a TensorRT engine,
+with the benchmark pass's options and its interleaved timing."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from compressor.commands import friendly
+from compressor.errors import CompressorError
+
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def locate(path: Path) -> str:
+    """What `path` is: run | checkpoint | onnx | engine."""
+    if path.is_file() and path.suffix == ".onnx":
+        return "onnx"
+    if path.is_file() and path.suffix in ENGINE_SUFFIXES:
+        return "engine"
+    if (path / "state.json").is_file():
+        return "checkpoint"
+    if any(path.glob("[0-9][0-9]-*/state.json")):
+        return "run"
+    raise CompressorError(f"'{path}' is not an .onnx file, a TensorRT engine ({', '.join(ENGINE_SUFFIXES)}), "
+                          "a checkpoint folder (with state.json) or a run folder")
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return sorted(run_dir.glob("[0-9][0-9]-*/state.json"))[-1].parent
+
+
+def run_recipe(run_dir: Path):
+    """The model and data a run was made with, from the recipe its folder keeps (its passes are not needed)."""
+    from compressor.recipe import parse_recipe, read_yaml
+
+    return parse_recipe({**read_yaml(run_dir / "recipe.yaml"), "passes": []}, str(run_dir / "recipe.yaml"))
+
+
+def benchmark_params(values: dict):
+    from compressor.passes.benchmark import BenchmarkParams
+
+    try:
+        return BenchmarkParams.model_validate({"type": "benchmark", **{k: v for k, v in values.items() if v is not None}})
+    except ValidationError as e:
+        first = e.errors()[0]
+        if not first["loc"]:  # a rule across options: its message names them
+            raise CompressorError(first["msg"].removeprefix("Value error, ")) from None
+        raise CompressorError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']} "
+                              f"(got {first.get('input')!r})") from None
+
+
+def run_candidates(run_dir: Path, stages_choice: str):
+    """Every stage of a finished run, as the benchmark pass would time it."""
+    from compressor.passes.benchmark import split_stages, stage_candidates
+    from compressor.pipeline import RunContext, resolve_device
+    from compressor.state import read_meta
+
+    meta = read_meta(last_checkpoint(run_dir))
+    stages = split_stages(meta["records"])
+    if stages_choice == "ends" and len(stages) > 1:
+        stages = [stages[0], stages[-1]]
+    context = RunContext(run_recipe(run_dir), run_dir, resolve_device("auto"))
+    candidates = stage_candidates(stages, run_dir, context.baseline)
+    summaries = [s.summary(first=i == 0) for i, s in enumerate(stages)]
+    return candidates, summaries, tuple(meta["input_shape"])
+
+
+def file_candidate(path: Path, kind: str):
+    """A checkpoint, ONNX file or engine as one candidate, with its MACs where known and its input shape."""
+    from compressor.runtime.backends import Candidate
+
+    if kind == "checkpoint":
+        from compressor.state import load_checkpoint, read_meta
+
+        state = load_checkpoint(path)
+        macs = read_meta(path)["records"][-1]["macs"]
+        return Candidate(path.name, state.model, two_four=bool(state.masks)), macs, state.input_shape
+    if kind == "onnx":
+        import onnx
+
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        if not all(d.HasField("dim_value") for d in dims):
+            raise CompressorError(f"{path}: only the batch dimension may be dynamic to benchmark it")
+        return Candidate(path.name, onnx=path), None, tuple(d.dim_value for d in dims)
+    if kind == "engine":
+        from compressor.runtime import tensorrt as rt
+
+        reason = rt.unavailable_reason()
+        if reason:
+            raise CompressorError(f"{path} is a TensorRT engine: {reason}")
+        return Candidate(path.name, engine=path), None, rt.Engine(path).input_shape()
+    raise CompressorError(f"--baseline takes a checkpoint, an ONNX file or an engine, not a run folder ({path})")
+
+
+def file_candidates(path: Path, kind: str, baseline: Path | None):
+    """PATH, after --baseline where given, with what the report needs of each."""
+    found = [file_candidate(baseline, locate(baseline))] if baseline else []
+    found.append(file_candidate(path, kind))
+    shapes = {shape for _, _, shape in found}
+    if len(shapes) > 1:
+        raise CompressorError(f"--baseline and PATH take different inputs: {' vs '.join(map(str, shapes))}")
+    candidates = [c for c, _, _ in found]
+    if len(candidates) == 2 and candidates[0].name == candidates[1].name:
+        candidates[0].name, candidates[1].name = str(baseline), str(path)
+    return candidates, [{"name": c.name, "macs": macs} for c, macs, _ in found], shapes.pop()
+
+
+DEFAULT_BACKENDS = {"run": ["torch", "onnxruntime"], "checkpoint": ["torch", "onnxruntime"], "onnx": ["onnxruntime"],
+                    "engine": ["tensorrt"]}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @friendly
+    def bench(
+        path: Annotated[Path, typer.Argument(help="run folder, checkpoint folder, .onnx file or TensorRT engine")],
+        baseline: Annotated[Optional[Path], typer.Option(help="time against this (checkpoint, .onnx or engine)")] = None,
+        backend: Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="torch | onnxruntime | tensorrt "
+                                                             "(repeat; default: what PATH can run)")] = None,
+        batch: Annotated[Optional[list[int]], typer.Option("--batch", help="batch size (repeat)")] = None,
+        warmup: Annotated[Optional[int], typer.Option(help="untimed runs first")] = None,
+        iters: Annotated[Optional[int], typer.Option(help="timed runs per model")] = None,
+        duration: Annotated[Optional[float], typer.Option(help="seconds to time for, instead of --iters")] = None,
+        threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
+        stages: Annotated[Optional[str], typer.Option(help="run folders: all | ends")] = None,
+        precision: Annotated[Optional[str], typer.Option(help="GPU backends: fp32 | fp16")] = None,
+        semi_structured: Annotated[Optional[bool], typer.Option(help="torch on CUDA: 2:4 weights as sparse tensors")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results here")] = None,
+    ):
+        """Time models side by side: every stage of a run against its unmodified model, or PATH against --baseline."""
+        from compressor.passes.benchmark import benchmark
+        from compressor.pipeline import resolve_device
+        from compressor.report import print_table
+        from compressor.report.tables import latency_table
+        from compressor.state import atomic_write
+
+        kind = locate(path)
+        p = benchmark_params({"backends": backend or DEFAULT_BACKENDS[kind], "batch_sizes": batch, "warmup": warmup,
+                              "iters": iters, "duration_s": duration, "threads": threads, "stages": stages,
+                              "precision": precision, "semi_structured": semi_structured})
+        if kind == "run":
+            if baseline:
+                raise CompressorError("a run folder is timed against its own unmodified model; drop --baseline")
+            candidates, summaries, input_shape = run_candidates(path, p.stages)
+        else:
+            candidates, summaries, input_shape = file_candidates(path, kind, baseline)
+        results = {"stages": summaries, **benchmark(candidates, p, resolve_device("auto"), input_shape)}
+        if not results["latency"]:
+            raise CompressorError(f"nothing could be timed here: {'; '.join(results['skipped'])}")
+        print_table(latency_table(results))
+        if json_out:
+            atomic_write(json_out, json.dumps(results, indent=1))

@@ -1,0 +1,117 @@
+"""The report's tables as plain rows of text, so the console and report.md show the same numbers."""
+
+from dataclasses import dataclass
+
+from compressor.measure import human
+from compressor.runtime.latency import unsteady
+
+
+@dataclass
+class TableData:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    right: set[str]  # columns aligned right (numbers)
+    note: str = ""  # how to read the table
+    detail: tuple[str, ...] = ()  # columns report.md shows but the console leaves out, to fit a terminal
+
+
+def benchmark_metrics(records: list[dict]) -> dict | None:
+    """The last benchmark's metrics: the one that timed the run as it ended."""
+    return next((r["metrics"] for r in reversed(records) if r["metrics"].get("latency") is not None), None)
+
+
+def notes(records: list[dict]) -> list[str]:
+    """What a pass could not do here, e.g. 'skipped: no TensorRT here'."""
+    out = []
+    for r in records:
+        skipped = r["metrics"].get("skipped") or []
+        out += [f"{r['dir']}: skipped: {text}" for text in ([skipped] if isinstance(skipped, str) else skipped)]
+    return out
+
+
+def _top1(value) -> str:
+    return f"{value:.2f}%" if value is not None else ""
+
+
+def passes_table(records: list[dict]) -> TableData:
+    rows = [[str(r["index"]) if r["index"] >= 0 else "", r["type"], human(r["params"]), human(r["macs"]),
+             _top1(r["metrics"].get("top1")), f"{r['seconds']:.1f}s" if r["index"] >= 0 else ""] for r in records]
+    return TableData("passes", ["#", "pass", "params", "MACs", "top-1", "time"], rows,
+                     {"#", "params", "MACs", "top-1", "time"})
+
+
+def stages_table(bench: dict) -> TableData:
+    base = bench["stages"][0]
+    rows = [[s["name"], ", ".join(s["passes"]) or "—", human(s["params"]),
+             f"{human(s['macs'])} ({base['macs'] / s['macs']:.2f}× fewer)" if s is not base else human(s["macs"]),
+             _top1(s["top1"])] for s in bench["stages"]]
+    return TableData("stages", ["stage", "passes", "params", "MACs", "top-1"], rows, {"params", "MACs", "top-1"},
+                     "Consecutive passes that keep the architecture form one stage; its top-1 is the last one "
+                     "measured in it (the first, for the unmodified model).")
+
+
+def latency_points(bench: dict) -> list[dict]:
+    """Every stage's timing on every backend and batch, the reference first in each group: the
+    rows of the benchmark compare stages with the reference, which they each carry."""
+    reference = bench["stages"][0]["name"]
+    points, seen = [], set()
+    for r in bench["latency"]:
+        group = {"backend": r["backend"], "device": r["device"], "batch_size": r["batch_size"]}
+        if (r["backend"], r["batch_size"]) not in seen:
+            seen.add((r["backend"], r["batch_size"]))
+            points.append({**group, "stage": reference, **r["baseline"], "speedup": 1.0, "speedup_iqr": None})
+        if r["stage"] != reference:
+            points.append({**group, "stage": r["stage"], **r["compressed"], "speedup": r["speedup"],
+                           "speedup_iqr": r["speedup_iqr"]})
+    return points
+
+
+def _speedup_cell(point: dict) -> str:
+    if point["speedup_iqr"] is None:
+        return f"{point['speedup']:.2f}×"
+    q1, q3 = point["speedup_iqr"]
+    return f"{point['speedup']:.2f}× ({q1:.2f}–{q3:.2f}){' unsteady' if unsteady(point) else ''}"
+
+
+def latency_table(bench: dict) -> TableData:
+    reference = bench["stages"][0]
+    macs = {s["name"]: s["macs"] for s in bench["stages"]}  # None for a bare ONNX file or engine
+    rows = []
+    for p in latency_points(bench):
+        known = p["speedup_iqr"] is not None and reference["macs"] and macs[p["stage"]]
+        fraction = f"{p['speedup'] / (reference['macs'] / macs[p['stage']]):.0%}" if known else ""
+        rows.append([p["backend"], str(p["batch_size"]), p["stage"], f"{p['p50_ms']:.3f}", f"{p['p90_ms']:.3f}",
+                     f"{p['mean_ms']:.3f} ± {p['std_ms']:.3f}", f"{p['throughput']:.0f}", _speedup_cell(p), fraction])
+    where = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
+    name = reference["name"]
+    note = (f"{where}; {bench['threads']} CPU threads; GPU backends in {bench['precision']}. The stages of a backend "
+            "and batch were timed interleaved in one process, in rounds of a few calls each. "
+            f"speedup = {name} time ÷ stage time: the median over rounds of the ratio of each round's fastest "
+            "calls, which holds on a busy machine; in brackets its quartiles, 'unsteady' where they differ by more "
+            "than 25% (time again; threads: 1 helps on a shared machine). "
+            f"of MACs ratio = speedup ÷ ({name} MACs ÷ stage MACs): 100% when latency falls as fast as MACs.")
+    return TableData("latency", ["backend", "batch", "stage", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup",
+                                 "of MACs ratio"], rows,
+                     {"batch", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup", "of MACs ratio"}, note,
+                     detail=("mean ± std", "img/s"))
+
+
+def headline(records: list[dict]) -> list[str]:
+    """The few numbers a user asks for: accuracy before/after, MACs ratio, measured speedup."""
+    base, last = records[0], records[-1]
+    lines = [f"MACs {human(base['macs'])} → {human(last['macs'])} ({base['macs'] / last['macs']:.2f}× fewer), "
+             f"params {human(base['params'])} → {human(last['params'])} ({base['params'] / last['params']:.2f}× fewer)"]
+    evaluated = [r for r in records if "top1" in r["metrics"]]
+    if len(evaluated) >= 2:
+        first, final = evaluated[0]["metrics"]["top1"], evaluated[-1]["metrics"]["top1"]
+        lines.append(f"top-1 {first:.2f}% → {final:.2f}% ({final - first:+.2f} points)")
+    bench = benchmark_metrics(records)
+    if bench and len(bench["stages"]) > 1:
+        first, final = bench["stages"][0]["name"], bench["stages"][-1]["name"]
+        for r in bench["latency"]:
+            if r["stage"] == final:
+                lines.append(f"{r['backend']} batch {r['batch_size']}: {r['speedup']:.2f}× faster than {first} "
+                             f"(p50 {r['baseline_ms']:.3f} → {r['compressed_ms']:.3f} ms)"
+                             + (" — unsteady, the machine was busy: time again" if unsteady(r) else ""))
+    return lines + notes(records)

@@ -1,0 +1,122 @@
+"""Latency measurement: statistics, interleaving, every backend that runs here, and `compress bench`."""
+
+import json
+import time
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from compressor.cli import app
+from compressor.models import build_model
+from compressor.pipeline import Pipeline
+from compressor.recipe import parse_recipe
+from compressor.runtime import onnx as ox
+from compressor.runtime import tensorrt as rt
+from compressor.runtime.backends import Candidate, Settings
+from compressor.runtime.compare import measure
+from compressor.runtime.latency import interleaved, summarize, unsteady
+
+runner = CliRunner()
+
+
+def resnet20(width: int) -> torch.nn.Module:
+    return build_model("zoo:resnet20", {"in_channels": 1, "width": width, "num_classes": 10}).eval()
+
+
+def test_summarize_percentiles_and_throughput():
+    stats = summarize([float(ms) for ms in range(100, 0, -1)], batch=4)
+    assert (stats["p50_ms"], stats["p90_ms"], stats["p99_ms"], stats["iters"]) == (50.5, 90.0, 99.0, 100)
+    assert stats["throughput"] == pytest.approx(4000 / 50.5) and stats["mean_ms"] == 50.5
+
+
+def test_interleaving_alternates_candidates_in_chunks():
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = interleaved(runners, warmup=2, iters=12, chunk=5)
+    assert len(times["a"]) == len(times["b"]) == 12
+    # Warm-up first, then chunks of 5, the order flipping every round so neither always goes first.
+    assert "".join(calls) == "aabb" + "aaaaabbbbb" + "bbbbbaaaaa" + "aabb"
+
+
+def test_duration_mode_gives_every_candidate_equal_turns():
+    runners = {"a": lambda: time.sleep(0.002), "b": lambda: time.sleep(0.001)}
+    start = time.perf_counter()
+    times = interleaved(runners, warmup=0, duration_s=0.2, chunk=5)
+    assert time.perf_counter() - start < 2 and len(times["a"]) == len(times["b"]) >= 5
+    assert summarize(times["a"], 1)["p50_ms"] > summarize(times["b"], 1)["p50_ms"]
+
+
+def test_measure_times_every_candidate_on_every_backend(tmp_path):
+    small = Candidate("small", resnet20(4))
+    ox.export(small.model, (1, 16, 16), tmp_path / "small.onnx", dynamo=False)
+    small.onnx = tmp_path / "small.onnx"  # given; the other candidate's ONNX is exported by measure
+    candidates = [Candidate("unmodified", resnet20(8)), small]
+    rows, skipped = measure(candidates, ["torch", "onnxruntime", "tensorrt"], [1, 4],
+                            Settings(1, torch.device("cpu"), tmp_path), (1, 16, 16), warmup=2, iters=10, duration_s=None)
+    assert [(r["backend"], r["batch_size"], r["stage"]) for r in rows] == [
+        (backend, batch, "small") for backend in ("torch", "onnxruntime") for batch in (1, 4)]
+    for r in rows:  # each row: the stage against the reference, both timed in the same session
+        assert r["speedup_iqr"][0] <= r["speedup"] <= r["speedup_iqr"][1] and r["threads"] == 1 and r["device"]
+        for stats in (r["baseline"], r["compressed"]):
+            assert stats["iters"] == 10 and stats["p99_ms"] >= stats["p90_ms"] >= stats["p50_ms"] > 0
+        assert (r["baseline_ms"], r["compressed_ms"]) == (r["baseline"]["p50_ms"], r["compressed"]["p50_ms"])
+    assert (tmp_path / "unmodified.onnx").is_file()
+    if rt.unavailable_reason():
+        assert skipped == [f"tensorrt: {rt.unavailable_reason()}"]
+
+
+def test_bench_command_times_an_onnx_file_against_a_baseline(tmp_path):
+    for name, width in (("big", 8), ("small", 4)):
+        ox.export(resnet20(width), (1, 16, 16), tmp_path / f"{name}.onnx", dynamo=False)
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", str(tmp_path / "small.onnx"), "--baseline", str(tmp_path / "big.onnx"),
+                                 "--batch", "1", "--batch", "8", "--iters", "5", "--warmup", "1", "--threads", "1",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["latency"]
+    assert [(r["batch_size"], r["stage"]) for r in rows] == [(1, "small.onnx"), (8, "small.onnx")]
+    assert "speedup" in result.output
+
+    torch_on_onnx = runner.invoke(app, ["bench", str(tmp_path / "small.onnx"), "--backend", "torch"])
+    assert torch_on_onnx.exit_code == 2 and "torch backend times PyTorch models" in torch_on_onnx.output
+    typo = runner.invoke(app, ["bench", str(tmp_path / "small.onnx"), "--backend", "onnxrt"])
+    assert typo.exit_code == 2 and "--backends" in typo.output and "onnxruntime" in typo.output
+    missing = runner.invoke(app, ["bench", str(tmp_path / "missing")])
+    assert missing.exit_code == 2 and "is not an .onnx file" in missing.output
+    if rt.unavailable_reason():
+        engine_only = runner.invoke(app, ["bench", str(tmp_path / "small.onnx"), "--backend", "tensorrt"])
+        assert engine_only.exit_code == 2
+        assert f"nothing could be timed here: tensorrt: {rt.unavailable_reason()}" in engine_only.output
+
+
+def test_bench_command_times_every_stage_of_a_run(tmp_path):
+    recipe = {"name": "tiny", "model": {"source": "zoo:resnet20", "num_classes": 10,
+                                        "kwargs": {"in_channels": 1, "width": 8}},
+              "data": {"dataset": "synthetic", "channels": 1, "image_size": 16, "train_samples": 32,
+                       "eval_samples": 32, "batch_size": 16},
+              "passes": [{"type": "evaluate"}, {"type": "prune", "ratio": 0.5}, {"type": "evaluate"}]}
+    Pipeline(parse_recipe(recipe), tmp_path / "run").run()  # leaves recipe.yaml in the run folder
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", str(tmp_path / "run"), "--backend", "torch", "--batch", "2", "--iters", "5",
+                                 "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert [s["name"] for s in doc["stages"]] == ["unmodified", "01-prune"]
+    assert doc["stages"][1]["passes"] == ["01-prune", "02-evaluate"] and doc["stages"][1]["macs"] < doc["stages"][0]["macs"]
+    assert [r["stage"] for r in doc["latency"]] == ["01-prune"] and doc["latency"][0]["baseline_ms"] > 0
+
+
+@pytest.mark.slow  # ~20 s: the acceptance check that a speedup ratio repeats within ±10%
+def test_speedup_ratio_repeats_within_ten_percent(tmp_path):
+    candidates = [Candidate("unmodified", resnet20(16)), Candidate("half width", resnet20(8))]
+    for c in candidates:
+        c.onnx = tmp_path / f"{c.name}.onnx"
+        ox.export(c.model, (1, 28, 28), c.onnx, dynamo=False)
+    settings = Settings(1, torch.device("cpu"), tmp_path)
+    runs = [measure(candidates, ["onnxruntime"], [1, 32], settings, (1, 28, 28), warmup=10, iters=100,
+                    duration_s=None)[0] for _ in range(2)]
+    first, second = ({r["batch_size"]: r for r in rows} for rows in runs)
+    assert second[1]["speedup"] == pytest.approx(first[1]["speedup"], rel=0.10)
+    # Long calls on a busy shared machine may not repeat; then the benchmark must say so itself.
+    if not (unsteady(first[32]) or unsteady(second[32])):
+        assert second[32]["speedup"] == pytest.approx(first[32]["speedup"], rel=0.10)
