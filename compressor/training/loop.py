@@ -32,8 +32,9 @@ def _lr_factor(cfg: TrainParams, progress_: float) -> float:
     return 1.0
 
 
-def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train") -> dict:
-    """Trains `state.model` in place; the masks in `state` are always kept. Returns metrics."""
+def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train", ce_weight: float = 1.0) -> dict:
+    """Trains `state.model` in place; the masks in `state` are always kept. Returns metrics.
+    `ce_weight` scales the hard-label loss (distillation may lower it or turn it off)."""
     device = ctx.device
     model = state.model.to(device).train()
     terms = list(terms) + ([KeepMasks(state.masks)] if state.masks else [])
@@ -68,7 +69,10 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
                     with torch.autocast(device.type, enabled=device.type == "cuda"):
                         outputs = forward(inputs)
                         step = Step(inputs, targets, outputs, epoch, step_index / total_steps)
-                        losses = {"ce": F.cross_entropy(outputs.float(), targets, label_smoothing=cfg.label_smoothing)}
+                        losses = {}
+                        if ce_weight:
+                            losses["ce"] = ce_weight * F.cross_entropy(outputs.float(), targets,
+                                                                       label_smoothing=cfg.label_smoothing)
                         for term in terms:
                             extra = term.loss(step)
                             if extra is not None:

@@ -1,0 +1,29 @@
+"""N:M semi-structured pruning by magnitude. The masks go into State.masks, so every later
+pass that trains keeps them exactly and every checkpoint stores them."""
+
+from compressor.passes import Pass, register_pass
+from compressor.sparsity.apply import apply_masks, show_layers, sparsity_metrics
+from compressor.sparsity.nm import nm_mask
+from compressor.sparsity.selection import NMParams, select_layers, weight_key
+
+
+@register_pass("semi_structured")
+class SemiStructured(Pass):
+    """N:M (2:4 by default) magnitude masks on Linear/Conv2d weights, kept by every later training pass."""
+
+    Params = NMParams
+
+    def run(self, state, ctx):
+        p = self.params
+        state.snapshot_teacher(ctx.previous)
+        layers, skipped = select_layers(state.model, p)
+        masks = {}
+        for name, module in layers.items():
+            key = weight_key(name)
+            mask = nm_mask(module.weight, *p.nm)
+            # A mask from an earlier pass stays in force: its zeros are zeros of the new one too.
+            masks[key] = mask * state.masks[key].to(mask) if key in state.masks else mask
+        rows = apply_masks(state, layers, masks)
+        ctx.metrics.update(sparsity_metrics(state.model, p.pattern, rows, skipped))
+        show_layers(p.pattern, rows, skipped)
+        return state

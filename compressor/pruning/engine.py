@@ -1,0 +1,185 @@
+"""One pruning step: remove attention heads, then channels, and return the step's history.
+
+A history step is a list of entries, replayed in order by `replay`:
+  [layer_name, is_out, [channel indices]]  a torch-pruning group, rooted at that layer
+  [attention_name, "heads", [head indices]]  whole heads of that attention block
+"""
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from compressor.errors import CompressorError
+from compressor.pruning.attention import as_head_attention, drop_heads
+from compressor.pruning.diagnose import forward_or_explain, headline, innermost_local
+from compressor.pruning.graph import GRAPH_OPTIONS, GroupFailure, Survey, build_graph, match_modules
+from compressor.pruning.importance import channel_importance, head_scores
+
+HEADS = "heads"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to prune, whatever the amount: the recipe's keys, resolved against one model."""
+
+    importance: str = "magnitude"
+    norm: int = 2
+    global_: bool = False
+    round_to: int | None = None
+    max_ratio: float = 0.9  # no layer loses more than this in one step
+    ratios: dict[str, float] = field(default_factory=dict)  # module name -> its own ratio
+    heads: bool = True
+
+    def per_step(self, steps: int) -> "Plan":
+        """The plan for one of `steps` equal steps that together remove what this plan removes."""
+        def share(r: float) -> float:
+            return 1 - (1 - r) ** (1 / steps)
+
+        return replace(self, max_ratio=share(self.max_ratio), ratios={k: share(r) for k, r in self.ratios.items()})
+
+
+def resolve_ratios(model: nn.Module, patterns: dict[str, float]) -> dict[str, float]:
+    chosen = match_modules(model, patterns, "ratios")
+    return {name: patterns[pattern] for name, pattern in chosen.items()}
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy that keeps gradients (taylor importance reads them; deepcopy drops them)."""
+    twin = copy.deepcopy(model)
+    for mine, theirs in zip(model.parameters(), twin.parameters()):
+        if mine.grad is not None:
+            theirs.grad = mine.grad.clone()
+    return twin
+
+
+def choose_heads(model: nn.Module, plan: Plan, ratio: float, heads: dict[str, int]) -> dict[str, list[int]]:
+    """Heads to remove from each attention block: the lowest scored, ranked per block or globally."""
+    blocks = {name: as_head_attention(model, name) for name in heads}
+    scores, dropped = {}, {}
+    for name, block in blocks.items():
+        weights, grads = block.head_weights()
+        scores[name] = head_scores(weights, grads, plan.importance, plan.norm)
+    # At least one head stays, and no block loses more than max_ratio of its heads.
+    cap = {name: min(math.floor(plan.max_ratio * b.num_heads + 1e-9), b.num_heads - 1) for name, b in blocks.items()}
+    pooled = []
+    for name, block in blocks.items():
+        own = plan.ratios.get(name)
+        if plan.global_ and own is None:
+            pooled += [(float(s), name, h) for h, s in enumerate(scores[name])]
+            continue
+        count = min(round((own if own is not None else ratio) * block.num_heads), cap[name])
+        dropped[name] = scores[name].argsort()[:count].tolist()
+    budget = round(ratio * sum(blocks[n].num_heads for n in {n for _, n, _ in pooled}))
+    for _, name, head in sorted(pooled):
+        if budget <= 0:
+            break
+        if len(dropped.setdefault(name, [])) < cap[name]:
+            dropped[name].append(head)
+            budget -= 1
+    return {name: sorted(h) for name, h in dropped.items() if h}
+
+
+class _Pruner(tp.pruner.BasePruner):
+    def _round_to(self, n_pruned, current_channels, round_to):
+        """Keeps the multiple of `round_to` nearest to what the ratio asks, and never fewer than
+        `round_to` (torch-pruning rounds down, so ratio 0.1 halves a 16-channel layer at
+        round_to 8, and rounding down to zero makes it skip the layer altogether)."""
+        kept = max(round_to, round_to * round((current_channels - n_pruned) / round_to))
+        return max(current_channels - kept, 0)
+
+
+def channel_pruner(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, protected: set[str]):
+    modules = dict(model.named_modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped parameter it meets
+        return _Pruner(
+            model, example, importance=channel_importance(plan.importance, plan.norm),
+            global_pruning=plan.global_, pruning_ratio=ratio,
+            pruning_ratio_dict={modules[n]: r for n, r in plan.ratios.items() if n in modules} or None,
+            max_pruning_ratio=plan.max_ratio, round_to=plan.round_to,
+            ignored_layers=[modules[n] for n in protected if n in modules], **GRAPH_OPTIONS,
+        )
+
+
+def _capped(pruner: _Pruner, group, limit: float, round_to: int | None):
+    """`group` restricted to the lowest-ranked channels its root may lose under `limit`: global
+    ranking in torch-pruning prunes whatever falls under the threshold, which can empty a layer
+    (Network Slimming cuts a whole faded layer)."""
+    graph, dep = pruner.DG, group[0].dep
+    module, handler = dep.target.module, dep.handler
+    width = graph.get_out_channels(module) if graph.is_out_channel_pruning_fn(handler) else graph.get_in_channels(module)
+    channel_groups = pruner._get_channel_groups(group)
+    size = width // channel_groups  # grouped layers lose the same positions in every channel group
+    chosen = sorted({int(i) % size for i in group[0].idxs})
+    keep = size - math.floor(limit * size + 1e-9)
+    if round_to:
+        keep = min(size, round_to * math.ceil(keep / round_to))
+    if len(chosen) <= size - keep:
+        return group
+    full = graph.get_pruning_group(module, handler, list(range(width)))
+    scores = pruner.estimate_importance(full).view(channel_groups, -1).mean(dim=0)
+    chosen = sorted(chosen, key=lambda i: float(scores[i]))[:size - keep]
+    return graph.get_pruning_group(module, handler, [i + g * size for g in range(channel_groups) for i in chosen])
+
+
+def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, protected: set[str]) -> list:
+    """Cuts channels with torch-pruning; a failure on one group raises GroupFailure naming it."""
+    names = {m: n for n, m in model.named_modules()}
+    try:
+        pruner = channel_pruner(model, example, plan, ratio, protected)
+        # torch-pruning drops a group that would lose every channel; under global ranking that
+        # group should lose max_ratio of them instead, so the check moves after the cap.
+        check, pruner.DG.check_pruning_group = pruner.DG.check_pruning_group, lambda group: True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for group in pruner.step(interactive=True):
+                if plan.global_:
+                    group = _capped(pruner, group, plan.max_ratio, plan.round_to)
+                if check(group):
+                    group.prune()
+    except CompressorError:
+        raise
+    except Exception as e:  # torch-pruning met a structure it maps wrongly
+        group = innermost_local(e, tp.dependency.Group)
+        if group is None:
+            raise CompressorError(f"torch-pruning fails: {headline(e)}") from None
+        raise GroupFailure(names.get(group[0].dep.target.module, "?"), e) from None
+    return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+
+
+def prune_step(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, survey: Survey) -> list[list]:
+    """Prunes `model` in place by `ratio` (heads and channels) and returns the step's history."""
+    entries: list[list] = []
+    if plan.heads and survey.heads:
+        for name, heads in choose_heads(model, plan, ratio, survey.heads).items():
+            drop_heads(model, name, heads)
+            entries.append([name, HEADS, heads])
+    if survey.prunable:
+        entries += prune_channels(model, example, plan, ratio, survey.protected_layers())
+    model.zero_grad(set_to_none=True)
+    forward_or_explain(model, example, "after pruning")
+    return entries
+
+
+def replay(model: nn.Module, history: list[list], input_shape) -> nn.Module:
+    """Rebuilds the pruned architecture from the unpruned one and its recorded history."""
+    example = torch.randn(1, *input_shape)
+    for step in history:
+        graph = None
+        for name, kind, idxs in step:
+            if kind == HEADS:
+                drop_heads(model, name, idxs)
+                graph = None  # the graph no longer matches the model
+                continue
+            graph = graph or build_graph(model, example)
+            try:
+                graph.load_pruning_history([(name, kind, idxs)])
+            except (AttributeError, AssertionError, IndexError, ValueError) as e:
+                raise CompressorError(f"cannot replay the pruning of '{name}' on this model "
+                                      f"({type(e).__name__}: {e}); was the checkpoint made from another model?") from None
+    return model

@@ -1,0 +1,168 @@
+"""How much to prune. `bisect` finds the least pruning that lands a model on a MACs or
+parameter budget; `search_latency` lands it on a latency measured on a real backend
+(ZipLM's point: the target is what the device shows, not what MACs promise)."""
+
+import copy
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import CompressorError
+from compressor.pruning.cost import count_macs_params
+from compressor.pruning.engine import Plan, clone, prune_step
+from compressor.pruning.graph import GroupFailure, Survey, explain_group_failure
+from compressor.runtime import onnx as ox
+from compressor.runtime.backends import BACKENDS, Candidate, Settings
+from compressor.runtime.latency import interleaved, paired_speedup
+
+
+@dataclass
+class Trial:
+    ratio: float
+    model: nn.Module
+    entries: list
+    macs: int
+    params: int
+    measured: dict | None = None  # latency of this copy, when it was timed
+
+
+def prune_copy(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, survey: Survey) -> Trial:
+    twin = clone(model)
+    try:
+        entries = prune_step(twin, example, plan, ratio, survey)
+    except GroupFailure as failure:
+        raise CompressorError(explain_group_failure(model, example, failure)) from None
+    return Trial(ratio, twin, entries, *count_macs_params(twin, example))
+
+
+def bisect(model: nn.Module, example: torch.Tensor, plan: Plan, survey: Survey, key: str, goal: float,
+           tolerance: float = 0.01, rounds: int = 12) -> Trial:
+    """The least-pruned copy of `model` whose `key` ('macs' or 'params') is at most `goal`.
+    The search brackets the ratio; it interpolates (MACs fall smoothly with the ratio, so a few
+    trials land) and halves the bracket whenever interpolation gains less than that would."""
+    start = dict(zip(("macs", "params"), count_macs_params(model, example)))[key]
+    most = prune_copy(model, example, plan, plan.max_ratio, survey)
+    if getattr(most, key) > goal:
+        raise CompressorError(
+            f"{key} target out of reach: removing up to max_ratio_per_layer of every prunable group still keeps "
+            f"{getattr(most, key) / start:.3f} of this step's {key}; raise max_ratio_per_layer, un-ignore layers, "
+            "or ask for less")
+    (low, above), (high, best) = (0.0, start), (plan.max_ratio, most)
+    interpolate = True
+    for _ in range(rounds):
+        width = high - low
+        if goal - getattr(best, key) <= tolerance * goal or width < 1e-3:
+            break
+        ratio = low + (above - goal) / (above - getattr(best, key)) * width if interpolate else low + width / 2
+        ratio = min(max(ratio, low + 0.02 * width), high - 0.02 * width)
+        trial = prune_copy(model, example, plan, ratio, survey)
+        if getattr(trial, key) > goal:
+            low, above = ratio, getattr(trial, key)
+        else:
+            high, best = ratio, trial
+        interpolate = not interpolate or (high - low) < width / 2
+    return best
+
+
+class LatencyProbe:
+    """Times candidates against a fixed reference model on one backend, interleaved in one
+    process so that drift on a shared machine hits both alike."""
+
+    def __init__(self, reference: nn.Module, input_shape, backend: str, batch: int, threads: int,
+                 device: torch.device, warmup: int, iters: int):
+        self.input_shape, self.batch, self.warmup, self.iters = tuple(input_shape), batch, warmup, iters
+        self.backend = BACKENDS.get(backend)
+        self.folder = tempfile.TemporaryDirectory(prefix="compressor-latency-")
+        self.settings = Settings(threads=threads, device=device, workdir=Path(self.folder.name))
+        reason = self.backend.unavailable(self.settings)
+        if reason:
+            self.close()
+            raise CompressorError(f"target.backend {backend} cannot run here: {reason}")
+        self.reference = self.runner(reference, "reference")
+        self.reference_ms = statistics.median(interleaved({"reference": self.reference}, warmup, iters)["reference"])
+
+    def runner(self, model: nn.Module, name: str) -> Callable[[], None]:
+        candidate = Candidate(name, model=copy.deepcopy(model))
+        if self.backend.needs in ("onnx", "engine"):
+            candidate.onnx = self.settings.workdir / f"{name}.onnx"
+            # TorchScript export: several times faster than dynamo, and each trial exports once.
+            ox.export(copy.deepcopy(model), self.input_shape, candidate.onnx, dynamo=False)
+        return self.backend.runner(candidate, self.batch, self.input_shape, self.settings)
+
+    def measure(self, model: nn.Module) -> dict:
+        times = interleaved({"reference": self.reference, "candidate": self.runner(model, "candidate")},
+                            self.warmup, self.iters)
+        return {"latency_ms": statistics.median(times["candidate"]),
+                "reference_ms": statistics.median(times["reference"]),
+                "speedup": paired_speedup(times["reference"], times["candidate"])}
+
+    def close(self) -> None:
+        self.folder.cleanup()
+
+
+def _next_fraction(points: list[tuple[float, float]], goal: float) -> float:
+    """The MACs fraction expected to meet `goal`, interpolated through the measured (fraction,
+    value) points closest to it on either side (or extrapolated from the two lowest)."""
+    above = sorted((p for p in points if p[1] > goal), key=lambda p: p[1])
+    below = sorted((p for p in points if p[1] <= goal), key=lambda p: -p[1])
+    pair = [above[0], below[0]] if below else above[:2]
+    if len(pair) < 2 or pair[0][1] == pair[1][1]:
+        fraction, value = above[0]
+        guess = fraction * goal / value  # as if latency were proportional to MACs
+    else:
+        (f1, v1), (f2, v2) = pair
+        guess = f1 + (goal - v1) * (f2 - f1) / (v2 - v1)
+    return min(max(guess, 0.01), 0.999)
+
+
+def search_latency(model: nn.Module, example: torch.Tensor, plan: Plan, survey: Survey, probe: LatencyProbe,
+                   key: str, goal: float, start: float, tolerance: float, max_trials: int,
+                   log: Callable[[dict], None]) -> Trial:
+    """Prunes copies of `model` to MACs fractions predicted from the latencies measured so far,
+    until one measures at `goal` or up to `tolerance` below it. `key` is what the goal is on:
+    'latency_ms' or 'relative' (1 / speedup over the reference). `start` is the value `model`
+    measures. Returns the least-pruned copy that met the goal.
+
+    Measurements on a shared machine are noisy, so the search keeps a bracket: it never again
+    asks for as many MACs as a copy that missed the goal, nor as few as one that met it."""
+    macs, params = count_macs_params(model, example)
+    if start <= goal:
+        return Trial(0.0, clone(model), [], macs, params)
+    aim = goal * (1 - tolerance / 2)  # the middle of the accepted band
+    points, best, missed = [(1.0, start)], None, 1.0  # missed: the fewest MACs that missed the goal
+    for _ in range(max_trials):
+        met_at = best.macs / macs if best else 0.0
+        fraction = min(max(_next_fraction(points, aim), met_at * 1.01), missed * 0.97)
+        if fraction <= met_at:
+            break  # the bracket has closed
+        try:
+            trial = bisect(model, example, plan, survey, "macs", fraction * macs)
+        except CompressorError:  # asked for more than the layer limits allow: try the most they allow
+            trial = prune_copy(model, example, plan, plan.max_ratio, survey)
+        kept = trial.macs / macs
+        if kept <= met_at or kept >= missed:
+            break  # MACs come in steps (round_to, heads): no untried model lies inside the bracket
+        measured = probe.measure(trial.model)
+        measured["relative"] = 1 / measured["speedup"]
+        met = measured[key] <= goal
+        log({"ratio": round(trial.ratio, 4), "macs_kept": kept, **measured, "goal": goal, "met": met})
+        points.append((kept, measured[key]))
+        if met:
+            best, trial.measured = trial, measured
+            if measured[key] >= goal * (1 - tolerance):
+                break
+        elif trial.ratio >= plan.max_ratio:
+            break  # nothing more to remove
+        else:
+            missed = kept
+    if best is None:
+        raise CompressorError(
+            f"latency target not met: after {len(points) - 1} measured trials the best is "
+            f"{min(v for _, v in points):.3g} against {goal:.3g} ({key}); raise max_ratio_per_layer, "
+            "un-ignore layers, or ask for less")
+    return best
