@@ -55,19 +55,11 @@ def _tensors(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in d.items()}
 
 
-def replay_pruning(model: nn.Module, history: list[list], input_shape) -> nn.Module:
-    import torch_pruning as tp
-
-    example = torch.randn(1, *input_shape)
-    for step in history:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
-        graph.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in step])
-    return model
-
-
 def rebuild_model(source: dict, history: list[list], input_shape, weights: dict[str, torch.Tensor], origin: str):
+    from compressor.pruning.engine import replay
+
     model = build_model(source["source"], source.get("kwargs"))
-    replay_pruning(model, history, input_shape)
+    replay(model, history, input_shape)
     load_weights(model, weights, origin)
     return model.eval()
 

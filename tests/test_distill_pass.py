@@ -182,3 +182,9 @@ def test_teacher_falls_back_to_the_recipe_model_or_comes_from_the_recipe(tmp_pat
     metrics = metrics_of(external, "00-distill")
     assert metrics["teacher"] == "zoo:resnet20 from no checkpoint (untrained)"
     assert metrics["adapter_init"] == "default" and {"train_mse", "mse_layer3"} <= set(metrics)
+
+    fewer_classes = {**wider, "num_classes": 5}
+    doc = {**synthetic_recipe, "passes": [{"type": "distill", "teacher": fewer_classes}]}
+    result = runner.invoke(app, ["run", str(write_recipe(tmp_path / "classes.yaml", doc)), "--out", str(tmp_path / "classes")])
+    assert result.exit_code == 2
+    assert "logit: the teacher outputs shape (5,) per sample and the student (10,)" in " ".join(result.output.split())

@@ -11,7 +11,10 @@ from tests.conftest import write_recipe
 
 def ddp_recipe(doc: dict) -> dict:
     doc["data"]["train_samples"] = 512
-    doc["passes"] = [{"type": "train", "epochs": 1}, {"type": "prune", "ratio": 0.4}, {"type": "train", "epochs": 1},
+    doc["passes"] = [{"type": "sparse_train", "method": "bn_l1", "epochs": 1},
+                     # per-layer ratios: the structure must not depend on which ranks trained the weights
+                     {"type": "prune", "importance": "bn_scale", "ratio": 0.4},
+                     {"type": "distill", "epochs": 1, "features": {"loss": "cwd", "layers": "auto"}},
                      {"type": "evaluate"}]
     return doc
 
@@ -28,10 +31,10 @@ def test_two_cpu_ranks_match_and_write_one_run(tmp_path, synthetic_recipe):
     done = torchrun(recipe, tmp_path / "ddp", 2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = json.loads((tmp_path / "ddp" / "report.json").read_text())["passes"]
-    trained = [r for r in records if r["type"] == "train"]
+    trained = [r for r in records if r["type"] in ("sparse_train", "distill")]
     # fit() all-gathers a hash of every rank's weights and fails the run if they differ.
-    assert all(r["metrics"]["world_size"] == 2 for r in trained)
-    assert sorted(p.name for p in (tmp_path / "ddp").glob("0*")) == ["00-train", "01-prune", "02-train", "03-evaluate"]
+    assert len(trained) == 2 and all(r["metrics"]["world_size"] == 2 for r in trained)
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("0*")) == ["00-sparse_train", "01-prune", "02-distill", "03-evaluate"]
     assert not list((tmp_path / "ddp").glob(".*partial"))
 
     single = subprocess.run([sys.executable, "-m", "compressor", "run", str(recipe), "--out", str(tmp_path / "one")],

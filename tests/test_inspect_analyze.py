@@ -1,7 +1,5 @@
 """`compress inspect` (model source, recipe, run folder, ONNX file) and `compress analyze`."""
 
-import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 

@@ -183,12 +183,16 @@ def test_sr_ste_computes_with_masked_weights_and_decays_the_pruned_ones():
 
 
 def test_sparse_train_nm_learns_masks_that_later_passes_keep(tmp_path):
-    state = run_recipe(tmp_path, [{"type": "sparse_train", "method": "nm", "epochs": 1, "lr": 0.1}], train_samples=32)
-    metrics = state.records[-1]["metrics"]
-    assert len(state.masks) == CONVS_BUT_STEM and "mask_flips" in metrics
-    assert not any("parametrizations" in k for k in state.model.state_dict())
-    assert all(is_nm(w, 2, 4) for w in masked_weights(state).values())
-    assert metrics["strength"] == 2e-4
+    state = run_recipe(tmp_path, [{"type": "sparse_train", "method": "nm", "epochs": 1, "lr": 0.1},
+                                  {"type": "train", "epochs": 1}], train_samples=32)
+    metrics = state.records[-2]["metrics"]
+    assert metrics["strength"] == 2e-4 and "mask_flips" in metrics
+    assert len(state.masks) == len(metrics["sparse_layers"]) == CONVS_BUT_STEM
+    learnt = load_checkpoint(tmp_path / "run" / "00-sparse_train")
+    assert not any("parametrizations" in k for k in learnt.model.state_dict())
+    for name, weight in masked_weights(state).items():
+        assert is_nm(weight, 2, 4), name
+        assert torch.equal(state.masks[name], learnt.masks[name]), f"{name}: the mask moved after SR-STE ended"
 
 
 def test_to_semi_structured_refuses_cpu_models():

@@ -157,6 +157,7 @@ class Distill(Pass):
     """Recovery by distillation from the unpruned model: kd/dkd on logits, cwd/mse on features."""
 
     Params = DistillParams
+    trains = True
 
     def run(self, state, ctx):
         p = self.params

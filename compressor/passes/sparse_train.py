@@ -63,6 +63,7 @@ class SparseTrain(Pass):
     """Sparsity-aware training: BN-L1 slimming, group-norm regularisation or SR-STE N:M masks."""
 
     Params = SparseTrainParams
+    trains = True
 
     def run(self, state, ctx):
         p = self.params
