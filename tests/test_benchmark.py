@@ -32,7 +32,7 @@ def test_summarize_percentiles_and_throughput():
 def test_interleaving_alternates_candidates_in_chunks():
     calls = []
     runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    times = interleaved(runners, warmup=2, iters=12, chunk=5)
+    times = interleaved(runners, warmup=2, iters=12, chunk=5, min_warmup_s=0, min_timed_s=0)
     assert len(times["a"]) == len(times["b"]) == 12
     # Warm-up first, then chunks of 5, the order flipping every round so neither always goes first.
     assert "".join(calls) == "aabb" + "aaaaabbbbb" + "bbbbbaaaaa" + "aabb"
@@ -41,9 +41,21 @@ def test_interleaving_alternates_candidates_in_chunks():
 def test_duration_mode_gives_every_candidate_equal_turns():
     runners = {"a": lambda: time.sleep(0.002), "b": lambda: time.sleep(0.001)}
     start = time.perf_counter()
-    times = interleaved(runners, warmup=0, duration_s=0.2, chunk=5)
+    times = interleaved(runners, warmup=0, duration_s=0.2, chunk=5, min_warmup_s=0)
     assert time.perf_counter() - start < 2 and len(times["a"]) == len(times["b"]) >= 5
     assert summarize(times["a"], 1)["p50_ms"] > summarize(times["b"], 1)["p50_ms"]
+
+
+def test_warm_up_and_timing_last_their_minimum_time_however_few_calls_were_asked():
+    calls = {"a": 0}
+
+    def run():
+        calls["a"] += 1
+        time.sleep(0.001)
+
+    start = time.perf_counter()
+    times = interleaved({"a": run}, warmup=1, iters=1, min_warmup_s=0.1, min_timed_s=0.1)
+    assert time.perf_counter() - start >= 0.2 and calls["a"] > 20 and len(times["a"]) > 10
 
 
 def test_measure_times_every_candidate_on_every_backend(tmp_path):
@@ -58,7 +70,7 @@ def test_measure_times_every_candidate_on_every_backend(tmp_path):
     for r in rows:  # each row: the stage against the reference, both timed in the same session
         assert r["speedup_iqr"][0] <= r["speedup"] <= r["speedup_iqr"][1] and r["threads"] == 1 and r["device"]
         for stats in (r["baseline"], r["compressed"]):
-            assert stats["iters"] == 10 and stats["p99_ms"] >= stats["p90_ms"] >= stats["p50_ms"] > 0
+            assert stats["iters"] >= 10 and stats["p99_ms"] >= stats["p90_ms"] >= stats["p50_ms"] > 0
         assert (r["baseline_ms"], r["compressed_ms"]) == (r["baseline"]["p50_ms"], r["compressed"]["p50_ms"])
     assert (tmp_path / "unmodified.onnx").is_file()
     if rt.unavailable_reason():

@@ -16,11 +16,12 @@ from compressor.models import build_model, load_weights, read_state_dict
 from compressor.passes.prune import PruneParams, prune_to
 from compressor.pipeline import Pipeline
 from compressor.pruning.attention import HeadAttention
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan
 from compressor.pruning.graph import survey
 from compressor.pruning.targets import bisect
 from compressor.recipe import parse_recipe
+from compressor.report import _markdown
 from compressor.runtime import onnx as ox
 from compressor.state import load_checkpoint
 from tests.conftest import TEACHER, needs_fmnist, needs_teacher
@@ -266,3 +267,8 @@ def test_speedup_target_is_met_as_measured_on_onnxruntime(tmp_path):
     metrics = state.records[-1]["metrics"]
     assert metrics["latency_reached"]["speedup"] >= 1.5
     assert metrics["latency_trials"] and all("latency_ms" in t for t in metrics["latency_trials"])
+    # The report shows the search: one row per trial, the kept one marked.
+    report = _markdown({"recipe": "t", "passes": state.records})
+    search = report.split("## Latency search in 00-prune")[1]
+    trial_rows = [line for line in search.splitlines() if line.startswith("| 1 |")]
+    assert len(trial_rows) == len(metrics["latency_trials"]) and trial_rows[-1].endswith("| ✓ |")

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan
 from compressor.pruning.graph import survey
 from compressor.pruning.sweep import MODELS, build, check

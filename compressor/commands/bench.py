@@ -121,8 +121,8 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="torch | onnxruntime | tensorrt "
                                                              "(repeat; default: what PATH can run)")] = None,
         batch: Annotated[Optional[list[int]], typer.Option("--batch", help="batch size (repeat)")] = None,
-        warmup: Annotated[Optional[int], typer.Option(help="untimed runs first")] = None,
-        iters: Annotated[Optional[int], typer.Option(help="timed runs per model")] = None,
+        warmup: Annotated[Optional[int], typer.Option(help="untimed runs first (at least 0.5 s of them)")] = None,
+        iters: Annotated[Optional[int], typer.Option(help="timed runs per model, at least (timing lasts at least 2 s)")] = None,
         duration: Annotated[Optional[float], typer.Option(help="seconds to time for, instead of --iters")] = None,
         threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
         stages: Annotated[Optional[str], typer.Option(help="run folders: all | ends")] = None,

@@ -23,8 +23,8 @@ class BenchmarkParams(PassParams):
         description="torch (on CUDA also as a CUDA graph), onnxruntime (CPU; CUDA and TensorRT EPs too where "
                     "installed), tensorrt (engines built here)")
     batch_sizes: list[int] = Field([1, 32], min_length=1, description="each timed separately")
-    warmup: int = Field(10, ge=0, description="untimed runs first")
-    iters: int = Field(50, gt=0, description="timed runs per model")
+    warmup: int = Field(10, ge=0, description="untimed runs first (and at least 0.5 s of them)")
+    iters: int = Field(50, gt=0, description="timed runs per model, at least (timing lasts at least 2 s)")
     duration_s: float | None = Field(None, gt=0, description="time for about this long instead of `iters` runs")
     threads: int | None = Field(None, gt=0, description="CPU threads (default: all torch uses)")
     stages: Literal["all", "ends"] = Field("all", description="time every stage of the run, or only the "

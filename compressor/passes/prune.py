@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.passes import Pass, register_pass
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan, prune_step, resolve_ratios
 from compressor.pruning.graph import match_modules, survey
 from compressor.pruning.importance import NEEDS_GRADIENTS, Criterion, accumulate_gradients
@@ -30,7 +30,7 @@ class Target(Strict):
     batch_size: int = Field(1, gt=0, description="batch size latency is measured at")
     threads: int | None = Field(None, gt=0, description="CPU threads for timing (default: all torch uses)")
     warmup: int = Field(5, ge=0, description="untimed runs before each latency measurement")
-    iters: int = Field(30, gt=0, description="timed runs per model in each latency measurement")
+    iters: int = Field(30, gt=0, description="timed runs per model in each latency measurement, at least (each lasts at least 2 s)")
     tolerance: float = Field(0.05, gt=0, lt=1, description="a latency this fraction below the goal ends the search")
     max_trials: int = Field(8, gt=0, description="latency measurements per pruning step at most")
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import CompressorError
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.pruning.diagnose import forward_or_explain
 from compressor.pruning.engine import Plan, clone, prune_channels, replay
 from compressor.pruning.graph import GroupFailure, Survey, explain_group_failure, match_modules, survey

@@ -11,7 +11,7 @@ import torch.nn as nn
 import yaml
 
 from compressor.console import console
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan
 from compressor.pruning.graph import Survey
 from compressor.pruning.targets import prune_copy

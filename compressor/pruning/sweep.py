@@ -12,7 +12,7 @@ from compressor.errors import CompressorError
 from compressor.models import build_model
 from compressor.passes.prune import PruneParams, prune_to
 from compressor.pruning.attention import attention_heads
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.runtime import onnx as ox
 
 # The list; transformers take their image size as an argument, CNNs any input.

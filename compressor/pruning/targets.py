@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import CompressorError
-from compressor.pruning.cost import count_macs_params
+from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan, clone, prune_step
 from compressor.pruning.graph import GroupFailure, Survey, explain_group_failure
 from compressor.runtime import onnx as ox

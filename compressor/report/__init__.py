@@ -9,8 +9,8 @@ from rich.table import Table
 from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.report.plot import write_png
-from compressor.report.tables import (TableData, benchmark_metrics, headline, latency_table, passes_table,
-                                      stages_table)
+from compressor.report.tables import (TableData, benchmark_metrics, headline, latency_search_tables, latency_table,
+                                      passes_table, stages_table)
 from compressor.state import atomic_write
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
@@ -18,9 +18,8 @@ REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 
 def tables(records: list[dict]) -> list[TableData]:
     bench = benchmark_metrics(records)
-    if not bench or not bench["latency"]:
-        return [passes_table(records)]
-    return [passes_table(records), stages_table(bench), latency_table(bench)]
+    timed = [stages_table(bench), latency_table(bench)] if bench and bench["latency"] else []
+    return [passes_table(records), *timed, *latency_search_tables(records)]
 
 
 def print_table(data: TableData) -> None:

@@ -97,6 +97,28 @@ def latency_table(bench: dict) -> TableData:
                      detail=("mean ± std", "img/s"))
 
 
+def latency_search_tables(records: list[dict]) -> list[TableData]:
+    """The trials of each prune pass that aimed at a latency: how the device answered each ratio."""
+    out = []
+    for r in records:
+        trials = r["metrics"].get("latency_trials")
+        if not trials:
+            continue
+        counts: dict[int, int] = {}
+        rows = []
+        for t in trials:
+            counts[t["step"]] = counts.get(t["step"], 0) + 1
+            rows.append([str(t["step"]), str(counts[t["step"]]), f"{t['ratio']:.3f}", f"{t['macs_kept']:.3f}",
+                         f"{t['latency_ms']:.3f}", f"{t['reference_ms']:.3f}", f"{t['speedup']:.2f}×",
+                         "✓" if t["met"] else ""])
+        out.append(TableData(f"latency search in {r['dir']}", ["step", "trial", "ratio", "MACs kept", "p50 ms",
+                                                               "reference ms", "speedup", "met"], rows,
+                             {"step", "trial", "ratio", "MACs kept", "p50 ms", "reference ms", "speedup"},
+                             "Each trial pruned a copy at `ratio` and timed it interleaved with the model the pass "
+                             "started from; the pass kept the first copy that met the target."))
+    return out
+
+
 def headline(records: list[dict]) -> list[str]:
     """The few numbers a user asks for: accuracy before/after, MACs ratio, measured speedup."""
     base, last = records[0], records[-1]

@@ -24,26 +24,42 @@ def summarize(times_ms: list[float], batch: int) -> dict:
 # see the same machine, long enough that each chunk's median call runs with warm caches.
 CHUNK = 3
 
+# A fixed count of calls is a few milliseconds for a small model at batch 1: in CI one run's
+# 100 calls all fell into one slow spell of the machine and gave 1.68× where the next gave 2.14×.
+# So warm-up and timing each also last at least this long, and the rounds outvote a slow spell.
+MIN_WARMUP_S = 0.5
+MIN_TIMED_S = 2.0
+
 
 def interleaved(runners: dict[str, Callable[[], None]], warmup: int, iters: int | None = None,
-                duration_s: float | None = None, chunk: int = CHUNK) -> dict[str, list[float]]:
+                duration_s: float | None = None, chunk: int = CHUNK, min_warmup_s: float = MIN_WARMUP_S,
+                min_timed_s: float = MIN_TIMED_S) -> dict[str, list[float]]:
     """Times each runner `iters` times (or for about `duration_s` seconds altogether), alternating
-    between runners every `chunk` calls so that a slow spell of the machine hits them all."""
+    between runners every `chunk` calls so that a slow spell of the machine hits them all.
+    Each runner first runs untimed `warmup` times and for at least `min_warmup_s` seconds; with
+    `iters`, timing goes on in whole rounds until at least `min_timed_s` seconds have passed."""
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
     for fn in runners.values():
-        for _ in range(warmup):
+        calls, until = 0, time.perf_counter() + min_warmup_s
+        while calls < warmup or time.perf_counter() < until:
             fn()
+            calls += 1
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
-    deadline = time.perf_counter() + (duration_s or 0)
+    deadline = time.perf_counter() + (duration_s if duration_s is not None else min_timed_s)
 
-    def more(name: str) -> bool:
-        return len(times[name]) < iters if iters is not None else time.perf_counter() < deadline
-
-    while any(more(name) for name in names):
+    while True:  # one round: every runner takes its turn of calls
+        if time.perf_counter() < deadline:
+            turns = dict.fromkeys(names, chunk)
+        elif duration_s is not None:
+            break
+        else:
+            turns = {name: max(0, min(chunk, iters - len(times[name]))) for name in names}
+        if not any(turns.values()):
+            break
         for name in names:
-            for _ in range(chunk if duration_s is not None else min(chunk, iters - len(times[name]))):
+            for _ in range(turns[name]):
                 start = time.perf_counter()
                 runners[name]()
                 times[name].append(1000 * (time.perf_counter() - start))

@@ -48,8 +48,8 @@ def run_row(recipe_file: Path, budget: float, seed: int, out: Path, quick: bool)
     latency = {r["batch_size"]: r for r in records[-1]["metrics"]["latency"]}
     return {"teacher": tops[0], "after_prune": tops[1], "final": tops[-1], "macs": records[-1]["macs"],
             "macs_ratio": records[0]["macs"] / records[-1]["macs"], "params": records[-1]["params"],
-            "speedup": {b: r["speedup"] for b, r in latency.items()},
-            "latency_ms": {b: r["compressed_ms"] for b, r in latency.items()}}
+            "speedup": {str(b): r["speedup"] for b, r in latency.items()},
+            "latency_ms": {str(b): r["compressed_ms"] for b, r in latency.items()}}
 
 
 def table(results: dict, budgets: list[float], seeds: list[int]) -> list[str]:
@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "budget")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "fmnist-budget.md")
+    parser.add_argument("--resume", action="store_true", help="reuse the rows an interrupted run finished")
     args = parser.parse_args(argv)
     if args.quick:
         args.budgets, args.seeds = args.budgets[:1], args.seeds[:1]
@@ -105,8 +106,13 @@ def main(argv=None) -> int:
         for key in args.rows:
             for seed in args.seeds:
                 out = args.out / f"{key}-{budget}-s{seed}"
-                results.setdefault(f"{key}@{budget}", []).append(
-                    run_row(ROOT / "recipes" / "budget" / ROWS[key][1], budget, seed, out, args.quick))
+                done = out / "result.json"
+                if args.resume and done.exists():
+                    row = json.loads(done.read_text())
+                else:
+                    row = run_row(ROOT / "recipes" / "budget" / ROWS[key][1], budget, seed, out, args.quick)
+                    done.write_text(json.dumps(row))
+                results.setdefault(f"{key}@{budget}", []).append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     png = args.doc.with_suffix(".png")
