@@ -16,7 +16,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """prune → recover → export → benchmark on a tiny model: one stage before pruning, one after."""
+    """prune → 2:4 → recover → export → benchmark on a tiny model: one stage before pruning, one after."""
     tmp = tmp_path_factory.mktemp("report")
     recipe = write_recipe(tmp / "r.yaml", {
         "name": "tiny",
@@ -26,6 +26,7 @@ def run(tmp_path_factory):
         "passes": [
             {"type": "evaluate"},
             {"type": "prune", "ratio": 0.5},
+            {"type": "semi_structured"},
             {"type": "train", "epochs": 1, "lr": 0.01},
             {"type": "evaluate"},
             {"type": "export_onnx", "dynamo": False},  # the faster exporter: this file tests the report
@@ -41,12 +42,14 @@ def run(tmp_path_factory):
 def test_report_json_has_a_record_per_pass_and_the_stages_timed(run):
     doc = json.loads((run / "report.json").read_text())
     assert doc["recipe"] == "tiny" and [r["type"] for r in doc["passes"]] == [
-        "input", "evaluate", "prune", "train", "evaluate", "export_onnx", "export_tensorrt", "benchmark"]
+        "input", "evaluate", "prune", "semi_structured", "train", "evaluate", "export_onnx", "export_tensorrt",
+        "benchmark"]
     bench = doc["passes"][-1]["metrics"]
     assert [(s["name"], s["passes"]) for s in bench["stages"]] == [
         ("unmodified", ["00-evaluate"]),
-        ("01-prune", ["01-prune", "02-train", "03-evaluate", "04-export_onnx", "05-export_tensorrt"])]
-    assert bench["stages"][1]["top1"] == doc["passes"][4]["metrics"]["top1"]  # the accuracy after recovery
+        ("01-prune", ["01-prune", "02-semi_structured", "03-train", "04-evaluate", "05-export_onnx",
+                      "06-export_tensorrt"])]
+    assert bench["stages"][1]["top1"] == doc["passes"][5]["metrics"]["top1"]  # the accuracy after recovery
     assert [(r["batch_size"], r["stage"]) for r in bench["latency"]] == [(1, "01-prune"), (4, "01-prune")]
 
 
@@ -57,7 +60,9 @@ def test_report_md_and_png_are_there_to_read(run):
     latency = md[md.index("## Latency"):]
     assert "of MACs ratio" in latency and latency.count("| torch |") == 4
     if rt.unavailable_reason():
-        assert f"05-export_tensorrt: skipped: {rt.unavailable_reason()}" in md
+        assert f"06-export_tensorrt: skipped: {rt.unavailable_reason()}" in md
+    # Both cuts show: fewer MACs in the stages table, the 2:4 masks in the notes.
+    assert "× fewer)" in md and "- 02-semi_structured: 2:4 sparse: " in md and "of their weights zero" in md
     with Image.open(run / "report.png") as png:
         assert png.format == "PNG" and png.width > 1000 and png.height > 400
 

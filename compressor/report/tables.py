@@ -22,10 +22,12 @@ def benchmark_metrics(records: list[dict]) -> dict | None:
 
 
 def notes(records: list[dict]) -> list[str]:
-    """What a pass could not do here, e.g. 'skipped: no TensorRT here'."""
+    """What a pass says about itself that no column shows (e.g. '2:4 sparse: 18 layers, …'), and
+    what it could not do here (e.g. 'skipped: no TensorRT here')."""
     out = []
     for r in records:
         skipped = r["metrics"].get("skipped") or []
+        out += [f"{r['dir']}: {r['metrics']['note']}"] if r["metrics"].get("note") else []
         out += [f"{r['dir']}: skipped: {text}" for text in ([skipped] if isinstance(skipped, str) else skipped)]
     return out
 

@@ -31,6 +31,7 @@ ROWS = {
     "c": ("slimming + KD + CWD (ours)", "c-slim-kd-cwd.yaml"),
     "d": ("(c) with logit standardisation", "d-slim-lskd-cwd.yaml"),
     "e": ("(c) + 2:4 semi-structured", "e-slim-kd-cwd-2to4.yaml"),
+    "f": ("magnitude + KD + CWD (the quickstart)", "f-magnitude-kd-cwd.yaml"),
 }
 
 
