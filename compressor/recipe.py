@@ -182,15 +182,22 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for assignment in overrides:
         apply_override(raw, assignment)
     recipe = parse_recipe(raw, str(path))
-    if recipe.model.checkpoint:
-        checkpoint = Path(recipe.model.checkpoint)
-        if not checkpoint.is_absolute() and not checkpoint.exists():
-            # A checkpoint path may be relative to the recipe, so recipes travel with their weights.
-            checkpoint = path.parent / checkpoint
-        if not checkpoint.is_file():
-            raise CompressorError(f"{path}: model.checkpoint: file '{recipe.model.checkpoint}' does not exist")
-        recipe.model.checkpoint = str(checkpoint)
+    specs = [("model", recipe.model)] + [(f"passes[{i}].teacher", p.teacher) for i, p in enumerate(recipe.passes)
+                                         if isinstance(getattr(p, "teacher", None), ModelSpec)]
+    for key, spec in specs:
+        if spec.checkpoint:
+            spec.checkpoint = _checkpoint_near(path, spec.checkpoint, key)
     return recipe
+
+
+def _checkpoint_near(recipe_path: Path, given: str, key: str) -> str:
+    checkpoint = Path(given)
+    if not checkpoint.is_absolute() and not checkpoint.exists():
+        # A checkpoint path may be relative to the recipe, so recipes travel with their weights.
+        checkpoint = recipe_path.parent / checkpoint
+    if not checkpoint.is_file():
+        raise CompressorError(f"{recipe_path}: {key}.checkpoint: file '{given}' does not exist")
+    return str(checkpoint)
 
 
 def dump_recipe(recipe: Recipe) -> str:

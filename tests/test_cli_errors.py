@@ -37,6 +37,8 @@ def broken(tmp_path, synthetic_recipe, case):
         doc["model"]["checkpoint"] = str(tmp_path / "w.safetensors")
     elif case == "missing checkpoint":
         doc["model"]["checkpoint"] = str(tmp_path / "nowhere.safetensors")
+    elif case == "missing teacher checkpoint":
+        doc["passes"].append({"type": "distill", "teacher": {**doc["model"], "checkpoint": "nowhere.safetensors"}})
     elif case == "unknown model":
         doc["model"]["source"] = "torchvision:resnet181"
     return [str(write_recipe(tmp_path / "r.yaml", doc)), *extra]
@@ -51,6 +53,7 @@ CASES = {
     "unreadable yaml": "not valid YAML at line",
     "checkpoint mismatch": "does not match the model: missing",
     "missing checkpoint": "model.checkpoint: file",
+    "missing teacher checkpoint": "passes[4].teacher.checkpoint: file 'nowhere.safetensors' does not exist",
     "unknown model": "unknown torchvision model 'resnet181' (did you mean 'resnet18'?)",
 }
 

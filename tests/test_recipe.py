@@ -55,3 +55,13 @@ def test_dumped_recipe_parses_again(tmp_path, synthetic_recipe):
     again = load_recipe(path)
     assert again.fingerprint(3) == recipe.fingerprint(3)
     assert again.passes[1].global_ is True
+
+
+def test_checkpoints_of_the_model_and_of_a_teacher_resolve_next_to_the_recipe(tmp_path, synthetic_recipe):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "w.safetensors").write_bytes(b"")  # only the path is resolved here
+    model = {**synthetic_recipe["model"], "checkpoint": "w.safetensors"}
+    doc = {**synthetic_recipe, "model": model, "passes": [{"type": "distill", "teacher": model}]}
+    recipe = load_recipe(write_recipe(folder / "r.yaml", doc))
+    assert recipe.model.checkpoint == recipe.passes[0].teacher.checkpoint == str(folder / "w.safetensors")
