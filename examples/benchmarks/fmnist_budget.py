@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 from compressor.pipeline import Pipeline  # noqa: E402
 from compressor.recipe import load_recipe  # noqa: E402
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
     plot(results, png)
     command = "python examples/benchmarks/fmnist_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"# Fashion-MNIST: same MACs budget, same epochs", "",
-             f"Machine: {device_name(__import__('torch').device('cpu'))}, {platform.system()}; "
+             f"Machine: {device_name(torch.device('cpu'))}, {platform.system()}, {torch.get_num_threads()} CPU "
+             f"thread(s) per run for training and timing; "
              f"date {datetime.date.today()}; command `{command.strip()}`; seeds {args.seeds}.", "",
              *table(results, args.budgets, args.seeds), "", f"![accuracy vs MACs]({png.name})", ""]
     args.doc.write_text("\n".join(lines))
