@@ -69,11 +69,12 @@ def latency_points(bench: dict) -> list[dict]:
     return points
 
 
-def _speedup_cell(point: dict) -> str:
+def _speedup_cells(point: dict) -> list[str]:
+    """The speedup (marked when the rounds disagreed) and the rounds' quartiles."""
     if point["speedup_iqr"] is None:
-        return f"{point['speedup']:.2f}×"
+        return [f"{point['speedup']:.2f}×", ""]
     q1, q3 = point["speedup_iqr"]
-    return f"{point['speedup']:.2f}× ({q1:.2f}–{q3:.2f}){' unsteady' if unsteady(point) else ''}"
+    return [f"{point['speedup']:.2f}×{' unsteady' if unsteady(point) else ''}", f"{q1:.2f}–{q3:.2f}"]
 
 
 def latency_table(bench: dict) -> TableData:
@@ -84,19 +85,19 @@ def latency_table(bench: dict) -> TableData:
         known = p["speedup_iqr"] is not None and reference["macs"] and macs[p["stage"]]
         fraction = f"{p['speedup'] / (reference['macs'] / macs[p['stage']]):.0%}" if known else ""
         rows.append([p["backend"], str(p["batch_size"]), p["stage"], f"{p['p50_ms']:.3f}", f"{p['p90_ms']:.3f}",
-                     f"{p['mean_ms']:.3f} ± {p['std_ms']:.3f}", f"{p['throughput']:.0f}", _speedup_cell(p), fraction])
+                     f"{p['mean_ms']:.3f} ± {p['std_ms']:.3f}", f"{p['throughput']:.0f}", *_speedup_cells(p), fraction])
     where = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
     name = reference["name"]
     note = (f"{where}; {bench['threads']} CPU threads; GPU backends in {bench['precision']}. The stages of a backend "
             "and batch were timed interleaved in one process, in rounds of a few calls each. "
             f"speedup = {name} time ÷ stage time: the median over rounds of the ratio of each round's fastest "
-            "calls, which holds on a busy machine; in brackets its quartiles, 'unsteady' where they differ by more "
-            "than 25% (time again; threads: 1 helps on a shared machine). "
+            "calls, which holds on a busy machine; 'unsteady' where the rounds' quartiles differ by more than 25% "
+            "(time again; threads: 1 helps on a shared machine). "
             f"of MACs ratio = speedup ÷ ({name} MACs ÷ stage MACs): 100% when latency falls as fast as MACs.")
     return TableData("latency", ["backend", "batch", "stage", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup",
-                                 "of MACs ratio"], rows,
-                     {"batch", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup", "of MACs ratio"}, note,
-                     detail=("mean ± std", "img/s"))
+                                 "rounds' quartiles", "of MACs ratio"], rows,
+                     {"batch", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup", "rounds' quartiles",
+                      "of MACs ratio"}, note, detail=("mean ± std", "img/s", "rounds' quartiles"))
 
 
 def latency_search_tables(records: list[dict]) -> list[TableData]:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS = {
     "a": ("magnitude + CE fine-tune (Torch-Pruning flow)", "a-magnitude-ce.yaml"),
     "b": ("network slimming + CE", "b-slim-ce.yaml"),
-    "c": ("slimming + KD + CWD (ours)", "c-slim-kd-cwd.yaml"),
+    "c": ("slimming + KD + CWD (full pipeline)", "c-slim-kd-cwd.yaml"),
     "d": ("(c) with logit standardisation", "d-slim-lskd-cwd.yaml"),
     "e": ("(c) + 2:4 semi-structured", "e-slim-kd-cwd-2to4.yaml"),
     "f": ("magnitude + KD + CWD (the quickstart)", "f-magnitude-kd-cwd.yaml"),
@@ -55,7 +55,7 @@ def run_row(recipe_file: Path, budget: float, seed: int, out: Path, quick: bool)
 
 
 def table(results: dict, budgets: list[float], seeds: list[int]) -> list[str]:
-    lines = ["| budget | flow | top-1 (mean of seeds) | after pruning, before recovery | Δ vs teacher | MACs | params "
+    lines = ["| budget | flow | top-1 (mean ± std of seeds) | after pruning, before recovery | Δ vs teacher | MACs | params "
              "| ORT speedup b1 / b32 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for budget in budgets:
         for key, (label, _) in ROWS.items():
@@ -68,13 +68,19 @@ def table(results: dict, budgets: list[float], seeds: list[int]) -> list[str]:
             speed = " / ".join(f"{statistics.fmean(r['speedup'][b] for r in runs):.2f}×" for b in sorted(runs[0]["speedup"]))
             lines.append(f"| ≤{budget:.0%} MACs | ({key}) {label} | {final:.2f}%{spread} | "
                          f"{statistics.fmean(r['after_prune'] for r in runs):.2f}% | {final - teacher:+.2f} | "
-                         f"{runs[0]['macs'] / 1e6:.2f}M ({runs[0]['macs_ratio']:.2f}× fewer) | "
-                         f"{runs[0]['params'] / 1e3:.1f}k | {speed} |")
+                         f"{spread_of(runs, 'macs', 1e6, 'M')} ({spread_of(runs, 'macs_ratio', 1, '× fewer')}) | "
+                         f"{spread_of(runs, 'params', 1e3, 'k')} | {speed} |")
     return lines
 
 
+def spread_of(runs: list[dict], key: str, scale: float, unit: str) -> str:
+    """One value, or the range when the seeds' models differ (a global threshold can land differently)."""
+    values = sorted({round(r[key] / scale, 2) for r in runs})
+    return f"{values[0]:.2f}{unit}" if len(values) == 1 else f"{values[0]:.2f}–{values[-1]:.2f}{unit}"
+
+
 def plot(results: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for key, (label, _) in ROWS.items():
         points = [(runs[0]["macs"] / 1e6, statistics.fmean(r["final"] for r in runs))
                   for name, runs in results.items() if name.startswith(f"{key}@")]
@@ -86,7 +92,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel("Fashion-MNIST test top-1 (%)")
     ax.set_title("Same MACs budget, same training epochs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -124,7 +130,9 @@ def main(argv=None) -> int:
     lines = [f"# Fashion-MNIST: same MACs budget, same epochs", "",
              f"Machine: {device_name(torch.device('cpu'))}, {platform.system()}, {torch.get_num_threads()} CPU "
              f"thread(s) per run for training and timing; "
-             f"date {datetime.date.today()}; command `{command.strip()}`; seeds {args.seeds}.", "",
+             f"date {datetime.date.today()}; command `{command.strip()}`; seeds {args.seeds}. Each row is cached "
+             f"in `{args.out.name}/<row>/result.json` and `--resume` reuses it, so seeds can run side by side "
+             "(`--seeds 0` and `--seeds 1` in two processes, each with OMP_NUM_THREADS=1).", "",
              *table(results, args.budgets, args.seeds), "", f"![accuracy vs MACs]({png.name})", ""]
     args.doc.write_text("\n".join(lines))
     print("\n".join(lines))

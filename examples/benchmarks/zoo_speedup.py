@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
 
 
-def recipe(name: str, size: int, budgets: list[float], iters: int, threads: int) -> dict:
+def recipe(name: str, size: int, budgets: list[float], iters: int, threads: int, round_to: int) -> dict:
     """Prune twice, each pass taking the model to the next budget, then time all three stages."""
     kept, passes = 1.0, []
     for budget in budgets:
-        passes.append({"type": "prune", "target": {"macs": budget / kept}, "round_to": 8})
+        passes.append({"type": "prune", "target": {"macs": budget / kept}, "round_to": round_to})
         kept = budget
     passes.append({"type": "benchmark", "backends": ["onnxruntime"], "batch_sizes": [1, 32], "iters": iters,
                    "warmup": 2, "threads": threads})
@@ -66,19 +66,20 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--iters", type=int, default=10, help="timed runs per model and batch, at least")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--round-to", type=int, default=8, help="channel counts stay multiples of this")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo-speedup")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "zoo-speedup.md")
     args = parser.parse_args(argv)
     lines = []
     for name in args.models:
-        state = Pipeline(parse_recipe(recipe(name, args.size, args.budgets, args.iters, args.threads)),
+        state = Pipeline(parse_recipe(recipe(name, args.size, args.budgets, args.iters, args.threads, args.round_to)),
                          args.out / name).run(fresh=True)
         lines += rows(name, state, args.budgets)
     command = "python examples/benchmarks/zoo_speedup.py " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = ["# Pruned torchvision models: MACs ratio against measured onnxruntime speedup", "",
            f"Machine: {device_name(torch.device('cpu'))}, {platform.system()}, onnxruntime CPU with {args.threads} "
            f"threads; input {args.size}×{args.size}; date {datetime.date.today()}; command `{command.strip()}`.", "",
-           "Each model was pruned by the `prune` pass (magnitude, `round_to: 8`) to each MACs budget and timed "
+           f"Each model was pruned by the `prune` pass (magnitude, `round_to: {args.round_to}`) to each MACs budget and timed "
            "against the unpruned model, interleaved in one process. In brackets: the speedup as a fraction of "
            "the MACs ratio (100% when latency falls as fast as MACs).", "",
            "| model | MACs kept | MACs | MACs ratio | params | ORT speedup, batch 1 | ORT speedup, batch 32 |",
