@@ -73,6 +73,24 @@ def table(results: dict, budgets: list[float], seeds: list[int]) -> list[str]:
     return lines
 
 
+def verdict(results: dict, budgets: list[float]) -> list[str]:
+    """The target, checked: the full pipeline within 0.3 points of the teacher and ahead of (a)."""
+    lines = []
+    for budget in budgets:
+        mean = {key: statistics.fmean(r["final"] for r in results[f"{key}@{budget}"])
+                for key in ROWS if results.get(f"{key}@{budget}")}
+        if "a" not in mean:
+            continue
+        teacher = results[f"a@{budget}"][0]["teacher"]
+        for key in ("c", "f"):
+            if key in mean:
+                gap, lead = mean[key] - teacher, mean[key] - mean["a"]
+                met = "met" if gap >= -0.3 and lead > 0 else "not met"
+                lines.append(f"- ≤{budget:.0%} MACs, ({key}): {gap:+.2f} points vs the teacher, {lead:+.2f} vs (a) — "
+                             f"target (within 0.3 of the teacher and ahead of (a)) {met}.")
+    return lines + ["- Why, and what was tried to close the gap: README.md, section Results."] if lines else []
+
+
 def spread_of(runs: list[dict], key: str, scale: float, unit: str) -> str:
     """One value, or the range when the seeds' models differ (a global threshold can land differently)."""
     values = sorted({round(r[key] / scale, 2) for r in runs})
@@ -133,7 +151,8 @@ def main(argv=None) -> int:
              f"date {datetime.date.today()}; command `{command.strip()}`; seeds {args.seeds}. Each row is cached "
              f"in `{args.out.name}/<row>/result.json` and `--resume` reuses it, so seeds can run side by side "
              "(`--seeds 0` and `--seeds 1` in two processes, each with OMP_NUM_THREADS=1).", "",
-             *table(results, args.budgets, args.seeds), "", f"![accuracy vs MACs]({png.name})", ""]
+             *table(results, args.budgets, args.seeds), "", *verdict(results, args.budgets), "",
+             f"![accuracy vs MACs]({png.name})", ""]
     args.doc.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
