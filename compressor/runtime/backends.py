@@ -2,7 +2,6 @@
 batch to completion, so the clock measures the work and nothing before or after it."""
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from compressor.errors import CompressorError
 from compressor.registry import Registry
 from compressor.runtime import onnx as ox
 from compressor.runtime import tensorrt as rt
+from compressor.runtime.latency import interleaved
 
 
 @dataclass
@@ -121,18 +121,6 @@ class TorchCudaGraph(Backend):
         return run
 
 
-def _probe_ms(fn: Callable[[], None], seconds: float = 0.2) -> float:
-    """The fastest of a few calls after one untimed call, for about `seconds`."""
-    fn()
-    fastest, until = float("inf"), time.perf_counter() + seconds
-    while True:
-        start = time.perf_counter()
-        fn()
-        fastest = min(fastest, time.perf_counter() - start)
-        if time.perf_counter() > until:
-            return 1000 * fastest
-
-
 class OnnxRuntime(Backend):
     needs = "onnx"
     provider = "CPUExecutionProvider"
@@ -157,7 +145,8 @@ class OnnxRuntime(Backend):
     def runner(self, candidate, batch, input_shape, settings):
         feed = {ox.INPUT_NAME: _input(batch, input_shape, "cpu").numpy()}
         sessions = [ox.session(candidate.onnx, settings.threads) for _ in range(self.SESSIONS)]
-        best = min(sessions, key=lambda sess: _probe_ms(lambda: sess.run(None, feed)))
+        best = min(sessions, key=lambda sess: min(interleaved({"probe": lambda: sess.run(None, feed)}, warmup=1, iters=1,
+                                                              min_warmup_s=0, min_timed_s=0.2)["probe"]))
         return lambda: best.run(None, feed)
 
 
