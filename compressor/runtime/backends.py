@@ -2,6 +2,7 @@
 batch to completion, so the clock measures the work and nothing before or after it."""
 
 import copy
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -145,8 +146,10 @@ class OnnxRuntime(Backend):
     def runner(self, candidate, batch, input_shape, settings):
         feed = {ox.INPUT_NAME: _input(batch, input_shape, "cpu").numpy()}
         sessions = [ox.session(candidate.onnx, settings.threads) for _ in range(self.SESSIONS)]
-        best = min(sessions, key=lambda sess: min(interleaved({"probe": lambda: sess.run(None, feed)}, warmup=1, iters=1,
-                                                              min_warmup_s=0, min_timed_s=0.2)["probe"]))
+        # Probed interleaved, so that a busy spell during one session's probe cannot crown another.
+        probes = interleaved({i: (lambda s=s: s.run(None, feed)) for i, s in enumerate(sessions)}, warmup=1, iters=1,
+                             min_warmup_s=0, min_timed_s=0.3)
+        best = sessions[min(probes, key=lambda i: statistics.median(probes[i]))]
         return lambda: best.run(None, feed)
 
 
