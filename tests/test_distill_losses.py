@@ -86,6 +86,17 @@ def test_cwd_is_spatial_softmax_kl_per_channel(tau):
     assert cwd(t, t, temperature=tau).item() == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("tau", [1.0, 4.0])
+def test_cwd_gradient_is_the_formula_s(tau):
+    """cwd writes its gradient by hand for speed; torch's numerical gradient must agree with it."""
+    g = torch.Generator().manual_seed(10)
+    s = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: cwd(x, t, temperature=tau), (s,))
+    cwd(s, t, temperature=tau).backward()
+    assert s.grad.abs().max() > 1e-3  # a real gradient, not an empty one
+
+
 def test_mse_and_fitnet_are_the_hint_loss():
     g = torch.Generator().manual_seed(9)
     s, t = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)

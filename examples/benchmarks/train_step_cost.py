@@ -49,15 +49,21 @@ def stepper(model: torch.nn.Module, terms: list, x: torch.Tensor, y: torch.Tenso
 
 
 def distill_terms(student, teacher, example, features: bool) -> list:
-    tutor = Teacher(teacher, [])
+    pairs = pair_layers(student, teacher, example, "auto") if features else []
+    tutor = Teacher(teacher, [p.teacher for p in pairs])
     terms = [tutor, LogitTerm(tutor, "kd", LOGIT_LOSSES.get("kd"), {"temperature": 4.0}, False, Schedule(1, 0, 1))]
     if features:
-        pairs = pair_layers(student, teacher, example, "auto")
         add_adapters(pairs, None)
-        tutor.layers = [p.teacher for p in pairs]
         terms.append(FeatureTerm(tutor, "cwd", FEATURE_LOSSES.get("cwd"), {"temperature": 1.0}, pairs,
                                  Schedule(1, 0, 1)))
     return terms
+
+
+class TeacherForwardOnly(Teacher):
+    """The teacher run on every step as distillation runs it, its output unused: the bound."""
+
+    def loss(self, step):
+        self.outputs(step)
 
 
 def main() -> None:
@@ -85,6 +91,7 @@ def main() -> None:
         "unpruned: CE + group_norm": stepper(copy.deepcopy(teacher), [GroupNormRegularizer(1e-4, "constant", example)],
                                              x, y),
         "student: CE": stepper(copy.deepcopy(student), [], x, y),
+        "student: CE + teacher forward": stepper(copy.deepcopy(student), [TeacherForwardOnly(teacher, [])], x, y),
         "student: CE + kd": stepper(s := copy.deepcopy(student), distill_terms(s, teacher, example, False), x, y),
         "student: CE + kd + cwd": stepper(s := copy.deepcopy(student), distill_terms(s, teacher, example, True), x, y),
         "teacher forward alone": teacher_forward,
