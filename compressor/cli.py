@@ -10,6 +10,7 @@ from rich.table import Table
 from compressor.commands import friendly, register_all
 from compressor.console import console
 from compressor.errors import CompressorError
+from compressor.runtime.heap import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make trained PyTorch models smaller and faster for edge GPUs — and prove it.")
@@ -104,6 +105,7 @@ register_all(app)
 
 
 def main():
+    keep_freed_memory()
     app(prog_name="compress")
 
 

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from compressor.pipeline import Pipeline  # noqa: E402
 from compressor.recipe import load_recipe  # noqa: E402
+from compressor.runtime.heap import keep_freed_memory  # noqa: E402
 from compressor.runtime.latency import device_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    keep_freed_memory()  # as the compress command runs
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a slice of the data, one seed, one budget")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.33], help="fractions of MACs kept")

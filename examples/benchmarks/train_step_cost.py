@@ -20,6 +20,7 @@ from compressor.distill.terms import FeatureTerm, LogitTerm, Schedule, Teacher
 from compressor.measure import count_macs_params, human
 from compressor.models import build_model
 from compressor.passes.prune import PruneParams, prune_to
+from compressor.runtime.heap import keep_freed_memory
 from compressor.runtime.latency import interleaved, paired_speedup, speedup_iqr
 from compressor.sparsity.regularizers import BatchNormL1, GroupNormRegularizer
 from compressor.training import Step
@@ -67,6 +68,7 @@ class TeacherForwardOnly(Teacher):
 
 
 def main() -> None:
+    keep_freed_memory()  # as the compress command runs
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
