@@ -262,7 +262,9 @@ def test_latency_target_params_are_checked():
 @pytest.mark.slow
 def test_speedup_target_is_met_as_measured_on_onnxruntime(tmp_path):
     data = {"dataset": "synthetic", "channels": 1, "image_size": 28, "train_samples": 64, "eval_samples": 32}
-    target = {"speedup": 1.5, "backend": "onnxruntime", "batch_size": 16, "iters": 30}
+    # One thread, as README advises on a shared machine: with two, CI once measured 1.27× at 8.5×
+    # fewer MACs where a quiet run measures 2.1×; with one, 1.9× comes at 3.4× fewer MACs.
+    target = {"speedup": 1.5, "backend": "onnxruntime", "batch_size": 16, "iters": 30, "threads": 1}
     state, _ = run_recipe(tmp_path, RESNET20, data, [{"type": "prune", "target": target, "round_to": 8}])
     metrics = state.records[-1]["metrics"]
     assert metrics["latency_reached"]["speedup"] >= 1.5
