@@ -56,8 +56,8 @@ def dkd(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, tem
 class _SpatialKL(torch.autograd.Function):
     """CWD's sum of KL(teacher ‖ student) over spatial softmaxes, with its gradient written out:
     ∂/∂student = τ·(softmax(s/τ) − softmax(t/τ)). Autograd's own graph of the same formula made a
-    dozen map-sized temporaries and cost 14% of a training step on the CPU; this makes four and
-    half the time. The teacher gets no gradient: it is a frozen target."""
+    dozen map-sized temporaries: 17 ms of a quickstart training step on the CPU, against 10 ms for
+    this one's four. The teacher gets no gradient: it is a frozen target."""
 
     @staticmethod
     def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -2,6 +2,7 @@
 the loop's attach/detach bracket its hooks; it runs once per step, on the student's batch,
 whichever loss asks first."""
 
+import collections
 import copy
 from typing import Callable
 
@@ -43,7 +44,8 @@ def fold_batchnorm(model: nn.Module, tapped: list[str]) -> nn.Module:
     """A copy of a frozen model with each BatchNorm that directly follows a conv folded into that
     conv's weights: the same function with one pass over every feature map fewer (the teacher's
     forward ran 9% faster). The folded BatchNorm becomes an Identity, so every module keeps its
-    name and its output for the hooks; a `tapped` conv keeps its own output and is not folded.
+    name and its output for the hooks; a `tapped` conv keeps its own output and is not folded,
+    nor is a conv called more than once (each call may be followed by another BatchNorm).
     A model torch.fx cannot trace is returned as it is."""
     model = copy.deepcopy(model).eval()
     try:
@@ -51,6 +53,7 @@ def fold_batchnorm(model: nn.Module, tapped: list[str]) -> nn.Module:
     except Exception:  # data-dependent control flow: run it unfolded
         return model
     modules = dict(model.named_modules())
+    calls = collections.Counter(node.target for node in graph.nodes if node.op == "call_module")
 
     def replace(name: str, module: nn.Module) -> None:
         parent, _, attr = name.rpartition(".")
@@ -60,7 +63,7 @@ def fold_batchnorm(model: nn.Module, tapped: list[str]) -> nn.Module:
         source = node.args[0] if node.op == "call_module" and node.args else None
         if (isinstance(modules.get(node.target), nn.BatchNorm2d) and isinstance(source, torch.fx.Node)
                 and source.op == "call_module" and isinstance(modules.get(source.target), nn.Conv2d)
-                and len(source.users) == 1 and source.target not in tapped):
+                and len(source.users) == 1 and calls[source.target] == 1 and source.target not in tapped):
             replace(source.target, fuse_conv_bn_eval(modules[source.target], modules[node.target]))
             replace(node.target, nn.Identity())
     return model

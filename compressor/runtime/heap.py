@@ -13,8 +13,8 @@ MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for it on 64-bit systems
 
 
 def keep_freed_memory() -> bool:
-    """Asks glibc to serve blocks up to 32 MB from the heap and never shrink it; False where the C
-    library is not glibc (nothing changes there)."""
+    """Asks glibc to serve blocks up to 32 MB from the heap, and to keep up to 1 GB of it free
+    before giving any back; False where the C library has no such switch (nothing changes there)."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
