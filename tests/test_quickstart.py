@@ -41,7 +41,9 @@ def test_quickstart_fast_variant(tmp_path):
 @pytest.mark.slow
 def test_quickstart_meets_its_promise(tmp_path):
     """The README's claim, measured: teacher ≥ 92%, ≥ 2× fewer MACs, ≤ 0.5 points lost, a real speedup."""
-    _, records = run_quickstart(tmp_path, "passes.5.iters=20")
+    # One thread, as README advises on a shared machine: in CI, two-thread onnxruntime timings of
+    # models this small once measured no speedup at all, where a run on its own gives 1.3×.
+    _, records = run_quickstart(tmp_path, "passes.5.iters=20", "passes.5.threads=1")
     accuracies = [r["metrics"]["top1"] for r in records if "top1" in r["metrics"]]
     teacher, student = accuracies[0], accuracies[-1]
     assert teacher >= 92.0
@@ -50,4 +52,5 @@ def test_quickstart_meets_its_promise(tmp_path):
     ort = [r for r in records[-1]["metrics"]["latency"] if r["backend"] == "onnxruntime" and r["stage"] != "unmodified"]
     assert {r["batch_size"] for r in ort} == {1, 32}
     # A measurement the benchmark itself flags as unsteady (a busy shared machine) proves nothing either way.
-    assert all(r["speedup"] > 1.0 or unsteady(r) for r in ort), ort
+    assert all(r["speedup"] > 1.0 or unsteady(r) for r in ort), [(r["batch_size"], r["speedup"], r["speedup_iqr"],
+                                                                  r["baseline_ms"], r["compressed_ms"]) for r in ort]
