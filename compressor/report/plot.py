@@ -77,7 +77,7 @@ def write_png(path: Path, title: str, bench: dict) -> None:
         for j, batch in enumerate(batches):
             _latency_bars(fig.add_subplot(grid[i, j + 1]), bench, backend, batch)
     devices = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
-    fig.suptitle(f"{title} — {devices}; {bench['threads']} CPU threads; stages timed interleaved "
+    fig.suptitle(f"{title} — {devices}; CPU threads: {bench['threads']}; stages timed interleaved "
                  "(bar labels: p50 and speedup over unmodified)", fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

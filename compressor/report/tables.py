@@ -88,7 +88,7 @@ def latency_table(bench: dict) -> TableData:
                      f"{p['mean_ms']:.3f} ± {p['std_ms']:.3f}", f"{p['throughput']:.0f}", *_speedup_cells(p), fraction])
     where = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
     name = reference["name"]
-    note = (f"{where}; {bench['threads']} CPU threads; GPU backends in {bench['precision']}. The stages of a backend "
+    note = (f"{where}; CPU threads: {bench['threads']}; GPU backends in {bench['precision']}. The stages of a backend "
             "and batch were timed interleaved in one process, in rounds of a few calls each. "
             f"speedup = {name} time ÷ stage time: the median over rounds of the ratio of each round's fastest "
             "calls, which holds on a busy machine; 'unsteady' where the rounds' quartiles differ by more than 25% "
