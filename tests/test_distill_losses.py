@@ -87,7 +87,7 @@ def test_cwd_is_spatial_softmax_kl_per_channel(tau):
 
 
 @pytest.mark.parametrize("tau", [1.0, 4.0])
-def test_cwd_gradient_is_the_formula_s(tau):
+def test_cwd_hand_written_gradient_matches_the_numerical_one(tau):
     """cwd writes its gradient by hand for speed; torch's numerical gradient must agree with it."""
     g = torch.Generator().manual_seed(10)
     s = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)

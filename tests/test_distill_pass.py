@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
-import torchvision
 import torch_pruning as tp
+import torchvision
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 

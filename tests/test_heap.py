@@ -1,11 +1,10 @@
 """The CLI keeps freed memory in the process, so PyTorch's fresh feature maps stop page-faulting."""
 
+import ctypes.util
 import subprocess
 import sys
 
 import pytest
-
-import ctypes.util
 
 PROBE = """
 import resource, sys, torch
