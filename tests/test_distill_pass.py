@@ -17,10 +17,11 @@ from compressor.cli import app
 from compressor.distill.adapters import add_adapters, kept_channels
 from compressor.distill.losses import cwd, mse
 from compressor.distill.pairing import pair_layers
-from compressor.distill.terms import fold_batchnorm, tap
+from compressor.distill.terms import Teacher, tap
 from compressor.errors import CompressorError
 from compressor.models import build_model
 from compressor.recipe import parse_recipe
+from compressor.training import Step
 from tests.conftest import write_recipe
 
 runner = CliRunner()
@@ -63,22 +64,25 @@ def features(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, t
     return store
 
 
-def test_teacher_folds_batchnorm_into_convs_without_changing_what_it_computes():
+def test_teacher_runs_folded_and_channels_last_without_changing_what_it_computes():
     teacher = torchvision.models.resnet18(num_classes=10).eval()
     for m in teacher.modules():  # trained-looking statistics, so a wrong fold would show
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
     tapped = ["layer1", "layer2.0.conv1"]
-    folded = fold_batchnorm(teacher, tapped)
-    kinds = dict(folded.named_modules())
+    tutor = Teacher(teacher, tapped)
+    tutor.attach(nn.Linear(1, 1))  # a student on the CPU
+    kinds = dict(tutor.model.named_modules())
     assert isinstance(kinds["layer1.0.bn1"], nn.Identity) and isinstance(kinds["bn1"], nn.Identity)
     assert isinstance(kinds["layer2.0.bn1"], nn.BatchNorm2d)  # its conv is tapped: its output must stay raw
+    assert kinds["conv1"].weight.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(dict(teacher.named_modules())["layer1.0.bn1"], nn.BatchNorm2d)  # the original is untouched
-    x, mine, theirs = torch.randn(2, 3, 64, 64), {}, {}
-    tap(folded, tapped, mine), tap(teacher, tapped, theirs)
+    assert teacher.conv1.weight.is_contiguous()
+    x, theirs = torch.randn(2, 3, 64, 64), {}
+    tap(teacher, tapped, theirs)
     with torch.no_grad():
-        assert torch.allclose(folded(x), teacher(x), atol=1e-4)
-    assert all(torch.allclose(mine[name], theirs[name], atol=1e-4) for name in tapped)
+        assert torch.allclose(tutor.outputs(Step(x, None, None, 0, 0.0)), teacher(x), atol=1e-4)
+    assert all(torch.allclose(tutor.features[name], theirs[name], atol=1e-4) for name in tapped)
 
 
 def test_auto_pairs_a_pruned_torchvision_resnet_and_adapters_start_at_zero_loss():

@@ -71,7 +71,10 @@ def fold_batchnorm(model: nn.Module, tapped: list[str]) -> nn.Module:
 
 class Teacher(Term):
     """The frozen teacher, run in eval mode under no_grad on the same batch as the student, with
-    its BatchNorms folded into its convs."""
+    its BatchNorms folded into its convs and, on the CPU, its weights channels-last: oneDNN then
+    keeps every map in that layout instead of reordering it at each conv. The Fashion-MNIST
+    ResNet-20 teacher's batch-128 forward took 24 ms against 30 ms as loaded (2 CPU cores).
+    On CUDA that layout is unmeasured here, so the teacher stays as it is."""
 
     name = "teacher"
 
@@ -83,7 +86,10 @@ class Teacher(Term):
         self.logits: torch.Tensor | None = None
 
     def attach(self, model: nn.Module) -> None:
-        self.model.to(next(model.parameters()).device).eval().requires_grad_(False)
+        device = next(model.parameters()).device
+        self.model.to(device).eval().requires_grad_(False)
+        if device.type == "cpu":
+            self.model.to(memory_format=torch.channels_last)
         self.hooks = tap(self.model, self.layers, self.features)
 
     def detach(self) -> None:
