@@ -33,7 +33,7 @@ ROWS = {
     "c": ("slimming + KD + CWD (full pipeline)", "c-slim-kd-cwd.yaml"),
     "d": ("(c) with logit standardisation", "d-slim-lskd-cwd.yaml"),
     "e": ("(c) + 2:4 semi-structured", "e-slim-kd-cwd-2to4.yaml"),
-    "f": ("magnitude + KD + CWD (the quickstart)", "f-magnitude-kd-cwd.yaml"),
+    "f": ("magnitude + KD + CWD on every stage", "f-magnitude-kd-cwd.yaml"),
 }
 
 
