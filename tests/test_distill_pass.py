@@ -85,6 +85,16 @@ def test_teacher_runs_folded_and_channels_last_without_changing_what_it_computes
     assert all(torch.allclose(tutor.features[name], theirs[name], atol=1e-4) for name in tapped)
 
 
+def test_a_teacher_with_3d_convs_runs_as_it_is_beside_its_2d_ones():
+    teacher = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Flatten(1, 2), nn.Conv2d(6, 4, 3)).eval()
+    tutor = Teacher(teacher, [])
+    tutor.attach(nn.Linear(1, 1))
+    assert tutor.model[2].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 5, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(tutor.outputs(Step(x, None, None, 0, 0.0)), teacher(x), atol=1e-5)
+
+
 def test_auto_pairs_a_pruned_torchvision_resnet_and_adapters_start_at_zero_loss():
     torch.manual_seed(0)
     teacher = build_model("torchvision:resnet18", {"num_classes": 10}).eval()

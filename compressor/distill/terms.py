@@ -88,8 +88,9 @@ class Teacher(Term):
     def attach(self, model: nn.Module) -> None:
         device = next(model.parameters()).device
         self.model.to(device).eval().requires_grad_(False)
-        if device.type == "cpu":
-            self.model.to(memory_format=torch.channels_last)
+        if device.type == "cpu":  # Conv2d only: a Conv3d's 5-D weight cannot take this layout
+            for conv in (m for m in self.model.modules() if isinstance(m, nn.Conv2d)):
+                conv.to(memory_format=torch.channels_last)
         self.hooks = tap(self.model, self.layers, self.features)
 
     def detach(self) -> None:
