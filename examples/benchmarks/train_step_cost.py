@@ -99,6 +99,10 @@ def main() -> None:
         with torch.no_grad():
             teacher(x)
 
+    def distilled(layers):
+        model = copy.deepcopy(student)
+        return stepper(model, distill_terms(model, teacher, example, layers), x, y)
+
     runners = {
         "unpruned: CE": stepper(copy.deepcopy(teacher), [], x, y),
         "unpruned: CE + bn_l1": stepper(copy.deepcopy(teacher), [BatchNormL1(1e-4)], x, y),
@@ -109,11 +113,9 @@ def main() -> None:
                                                                         [TeacherAsLoaded(teacher)], x, y),
         "student: CE + teacher forward as distill runs it": stepper(copy.deepcopy(student),
                                                                     [TeacherForwardOnly(teacher, [])], x, y),
-        "student: CE + kd": stepper(s := copy.deepcopy(student), distill_terms(s, teacher, example, None), x, y),
-        "student: CE + kd + cwd, last stage": stepper(s := copy.deepcopy(student),
-                                                      distill_terms(s, teacher, example, [("layer3", "layer3")]), x, y),
-        "student: CE + kd + cwd, every stage (auto)": stepper(s := copy.deepcopy(student),
-                                                              distill_terms(s, teacher, example, "auto"), x, y),
+        "student: CE + kd": distilled(None),
+        "student: CE + kd + cwd, last stage": distilled([("layer3", "layer3")]),
+        "student: CE + kd + cwd, every stage (auto)": distilled("auto"),
         "teacher forward alone, as loaded": teacher_forward,
     }
     times = interleaved(runners, warmup=3, iters=10, min_timed_s=args.seconds)
