@@ -8,7 +8,7 @@ import pytest
 
 PROBE = """
 import resource, sys, torch
-from compressor.runtime.heap import keep_freed_memory
+from compressor.process import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 x = torch.randn(128, 16, 28, 28)

@@ -42,10 +42,10 @@ class Schedule:
 
 def fold_batchnorm(model: nn.Module, tapped: list[str]) -> nn.Module:
     """A copy of a frozen model with each BatchNorm that directly follows a conv folded into that
-    conv's weights: the same function with one pass over every feature map fewer (the teacher's
-    forward ran 9% faster). The folded BatchNorm becomes an Identity, so every module keeps its
-    name and its output for the hooks; a `tapped` conv keeps its own output and is not folded,
-    nor is a conv called more than once (each call may be followed by another BatchNorm).
+    conv's weights: the same function with one pass over every feature map fewer, so a faster
+    teacher (see docs/measurements.md). The folded BatchNorm becomes an Identity, so every module
+    keeps its name and its output for the hooks; a `tapped` conv keeps its own output and is not
+    folded, nor is a conv called more than once (each call may be followed by another BatchNorm).
     A model torch.fx cannot trace is returned as it is."""
     model = copy.deepcopy(model).eval()
     try:
@@ -72,9 +72,9 @@ def fold_batchnorm(model: nn.Module, tapped: list[str]) -> nn.Module:
 class Teacher(Term):
     """The frozen teacher, run in eval mode under no_grad on the same batch as the student, with
     its BatchNorms folded into its convs and, on the CPU, its weights channels-last: oneDNN then
-    keeps every map in that layout instead of reordering it at each conv. The Fashion-MNIST
-    ResNet-20 teacher's batch-128 forward took 24 ms against 30 ms as loaded (2 CPU cores).
-    On CUDA that layout is unmeasured here, so the teacher stays as it is."""
+    keeps every map in that layout instead of reordering it at each conv, which made the
+    teacher's forward faster (see docs/measurements.md). On CUDA that layout is unmeasured, so
+    there the teacher stays as it is."""
 
     name = "teacher"
 

@@ -1,13 +1,15 @@
 """Structured pruning around torch-pruning's dependency graph, one concern a module:
 
-graph        the dependency graph as configured here; the survey of prunable groups and why others are not
-attention    head-prunable equivalents of torchvision's attention blocks; removing whole heads
-importance   channel and head ranking criteria
-engine       one pruning step (heads, then channels) and the history replay checkpoints use
-targets      ratio search for MACs / params budgets; latency targets measured on a backend
-cost         MACs and parameters counted from the operations a model runs
-diagnose     failures turned into one line naming the module and the operation
-inspection   what `compress inspect` reports
-sensitivity  what `compress analyze` measures
-sweep        the torchvision model-zoo check behind docs/pruning.md
+graph         the dependency graph as configured here; the survey of prunable groups and why others are not
+attention     head-prunable equivalents of torchvision's attention blocks; removing whole heads
+importance    channel and head ranking criteria
+engine        one pruning step (heads, then channels) and the history replay checkpoints use
+targets       ratio search for MACs / params budgets; latency targets measured on a backend
+diagnose      failures turned into one line naming the module and the operation
+inspection    what `compress inspect` reports
+sensitivity   what `compress analyze` measures
+sweep         the torchvision model-zoo check behind docs/pruning.md
+tp_internals  torch-pruning's private internals we rely on, in one place, guarded by tests/test_tp_internals.py
+
+MACs and parameters are counted in compressor/measure.py.
 """

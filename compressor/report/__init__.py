@@ -8,10 +8,10 @@ from rich.table import Table
 
 from compressor.console import console
 from compressor.errors import CompressorError
+from compressor.files import atomic_write
 from compressor.report.plot import write_png
 from compressor.report.tables import (TableData, benchmark_metrics, headline, latency_search_tables, latency_table,
                                       passes_table, stages_table)
-from compressor.state import atomic_write
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 

@@ -3,9 +3,9 @@
 import io
 from pathlib import Path
 
+from compressor.files import atomic_write
 from compressor.report.tables import latency_points
 from compressor.runtime.latency import unsteady
-from compressor.state import atomic_write
 
 
 def _wide(values) -> bool:

@@ -138,9 +138,9 @@ class OnnxRuntime(Backend):
     def device(self, settings):
         return torch.device("cpu")
 
-    # Sessions of one model on this CPU came in two speeds, each for its whole life (0.165 or
-    # 0.24 ms for the same file: where its buffers landed), and a run that drew a slow one
-    # reported 1.68× where the next reported 2.14×. So the runner keeps the fastest of a few.
+    # Sessions of one model can come in two speeds, each for its whole life (where its buffers
+    # landed), and a run that draws a slow one reports a speedup the next run does not repeat (see
+    # docs/measurements.md). So the runner keeps the fastest of a few.
     SESSIONS = 3
 
     def runner(self, candidate, batch, input_shape, settings):

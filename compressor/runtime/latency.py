@@ -24,9 +24,10 @@ def summarize(times_ms: list[float], batch: int) -> dict:
 # see the same machine, long enough that each chunk's median call runs with warm caches.
 CHUNK = 3
 
-# A fixed count of calls is a few milliseconds for a small model at batch 1: in CI one run's
-# 100 calls all fell into one slow spell of the machine and gave 1.68× where the next gave 2.14×.
-# So warm-up and timing each also last at least this long, and the rounds outvote a slow spell.
+# A fixed count of calls is a few milliseconds for a small model at batch 1, short enough to fall
+# whole into one slow spell of the machine and report a speedup the next run does not repeat (see
+# docs/measurements.md). So warm-up and timing each also last at least this long, and the rounds
+# outvote a slow spell.
 MIN_WARMUP_S = 0.5
 MIN_TIMED_S = 2.0
 
@@ -76,8 +77,9 @@ def round_ratios(reference: list[float], candidate: list[float], chunk: int = CH
 
 
 def paired_speedup(reference: list[float], candidate: list[float], chunk: int = CHUNK) -> float:
-    """How many times faster `candidate` is than `reference`: the median of the rounds' ratios.
-    On a shared 2-core machine it repeated within 7% where the ratio of medians drifted up to 2x."""
+    """How many times faster `candidate` is than `reference`: the median of the rounds' ratios,
+    which repeats from run to run on a shared machine where the ratio of medians drifts (see
+    docs/measurements.md)."""
     return statistics.median(round_ratios(reference, candidate, chunk))
 
 

@@ -4,7 +4,6 @@ sessions, and parity against a reference on real inputs."""
 import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch.nn as nn
 
 from compressor.console import console
 from compressor.errors import CompressorError
+from compressor.files import replacing
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -45,32 +45,31 @@ def export(model: nn.Module, input_shape, path: Path, opset: int = 18, dynamic_b
     model = model.eval().cpu()
     # Batch 2 when dynamic: torch.export specialises dimensions of size 1 and would freeze the batch.
     example = torch.randn(2 if dynamic_batch else static_batch, *input_shape)
-    tmp = path.with_name(f".{path.name}.tmp")
     kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     used = "dynamo"
-    try:
-        if not dynamo:
-            raise RuntimeError("dynamo exporter turned off in the recipe")
-        shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-        # The dynamo exporter reports its inner workings on stdout and stderr; its result is checked instead.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(tmp), dynamo=True, dynamic_shapes=shapes,
-                              external_data=False, verbose=False, **kwargs)
-        written = opset_of(tmp)
-        if written != opset:
-            raise RuntimeError(f"it wrote opset {written}, not the {opset} asked for")
-    except Exception as e:
-        if dynamo:
-            console.print(f"  [yellow]dynamo exporter failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                          "falling back to the TorchScript exporter[/yellow]")
-        used = "torchscript"
-        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, dynamic_axes=axes, **kwargs)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        try:
+            if not dynamo:
+                raise RuntimeError("dynamo exporter turned off in the recipe")
+            shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+            # The dynamo exporter reports its inner workings on stdout and stderr; its result is checked instead.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(tmp), dynamo=True, dynamic_shapes=shapes,
+                                  external_data=False, verbose=False, **kwargs)
+            written = opset_of(tmp)
+            if written != opset:
+                raise RuntimeError(f"it wrote opset {written}, not the {opset} asked for")
+        except Exception as e:
+            if dynamo:
+                console.print(f"  [yellow]dynamo exporter failed ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]}); falling back to the TorchScript exporter[/yellow]")
+            used = "torchscript"
+            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(tmp), dynamo=False, dynamic_axes=axes, **kwargs)
     return used
 
 
@@ -82,18 +81,16 @@ def simplify(path: Path) -> None:
     """Folds constants and fuses what onnxslim can; the graph's inputs and outputs stay as they are."""
     import onnxslim
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(onnxslim.slim(str(path)), str(tmp))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        onnx.save(onnxslim.slim(str(path)), str(tmp))
 
 
 def add_metadata(path: Path, meta: dict) -> None:
     model = onnx.load(str(path))
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def check(path: Path) -> None:

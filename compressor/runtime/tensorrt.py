@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from compressor.errors import CompressorError
+from compressor.files import atomic_write
 from compressor.runtime.onnx import INPUT_NAME, compare, run_onnx
-from compressor.state import atomic_write
 
 SUPPORTED_MAJORS = (10, 11)
 TRTEXEC_FLAG = {"FP16": "--fp16", "INT8": "--int8", "SPARSE_WEIGHTS": "--sparsity=enable"}

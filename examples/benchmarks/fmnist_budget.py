@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from compressor.pipeline import Pipeline  # noqa: E402
 from compressor.recipe import load_recipe  # noqa: E402
-from compressor.runtime.heap import keep_freed_memory  # noqa: E402
+from compressor.process import keep_freed_memory  # noqa: E402
 from compressor.runtime.latency import device_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,8 +1,8 @@
-"""Keeping freed memory in the process. glibc returns large freed blocks to the OS and faults
-them in again, page by page, on the next allocation: PyTorch on the CPU allocates every feature
-map afresh, and a training step of the quickstart took 6,000 page faults, about 10% of its time.
-jemalloc or tcmalloc, which PyTorch's CPU tuning guide recommends, keep such blocks; glibc does
-too once told to."""
+"""Process set-up: keeping freed memory in the process. PyTorch on the CPU allocates every feature
+map afresh, and glibc returns large freed blocks to the OS and faults them in again, page by page,
+on the next allocation; a measurable share of a training step went to those page faults (see
+docs/measurements.md). jemalloc or tcmalloc, which PyTorch's CPU tuning guide recommends, keep such
+blocks; glibc does too once told to."""
 
 import ctypes
 import ctypes.util
