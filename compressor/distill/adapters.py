@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from compressor.distill.pairing import Pair
 from compressor.errors import CompressorError
+from compressor.pruning.engine import replay
 
 
 def kept_channels(teacher: nn.Module, history: list[list], input_shape,
@@ -24,10 +25,8 @@ def kept_channels(teacher: nn.Module, history: list[list], input_shape,
     """Which output channels of each teacher layer ({name: width}) survive the pruning history.
     The history is replayed on a copy carrying, beside each layer, a BatchNorm whose weights
     number the channels; torch-pruning's dependency graph prunes it along with the layer, so
-    the weights it keeps are the indices of the kept channels. None where the history holds
-    more than channel groups (e.g. attention heads), which this replay does not follow."""
-    import torch_pruning as tp
-
+    the weights it keeps are the indices of the kept channels. None where the history removes
+    attention heads: heads are cut beside the dependency graph, which is what prunes the probes."""
     if any(not isinstance(kind, bool) for step in history for _, kind, _ in step):
         return None
     model = copy.deepcopy(teacher).cpu().eval().requires_grad_(True)  # torch-pruning traces autograd
@@ -51,11 +50,7 @@ def kept_channels(teacher: nn.Module, history: list[list], input_shape,
             for h in hooks:
                 h.remove()
 
-    example = torch.randn(1, *input_shape)
-    for step in history:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward_with_probes,
-                                                      verbose=False)
-        graph.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in step])
+    replay(model, history, input_shape, forward_fn=forward_with_probes)
     return {name: probe.weight.detach().round().long() for name, probe in probes.items()}
 
 

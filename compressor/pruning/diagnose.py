@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from compressor.errors import CompressorError
+from compressor.pruning.tp_internals import failing_node
 
 # Frames from these packages are machinery; the frame worth showing is the model's own code.
 _CALLERS = ("/compressor/pruning/", "/torch_pruning/")
@@ -86,16 +87,6 @@ class _Origins(TorchFunctionMode):
         return out
 
 
-def innermost_local(exc: BaseException, kind: type):
-    """The value of type `kind` held by the innermost frame of `exc`'s traceback that holds one."""
-    tb, found = exc.__traceback__, None
-    while tb is not None:
-        values = [v for v in tb.tb_frame.f_locals.values() if isinstance(v, kind)]
-        found = values[0] if values else found
-        tb = tb.tb_next
-    return found
-
-
 def headline(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no message'}"
 
@@ -110,16 +101,14 @@ def recording_origins(model: nn.Module):
 def explain_graph_failure(model: nn.Module, example: torch.Tensor, exc: BaseException, analyse) -> str:
     """Why torch-pruning failed: reruns `analyse()` (which raised `exc`) while recording where
     every operation came from, then names the operation the failing graph node stands for."""
-    from torch_pruning.dependency.node import Node
-
-    node = innermost_local(exc, Node)
+    node = failing_node(exc)
     if node is None or node.grad_fn is None:
         return headline(exc)
     with recording_origins(model) as origins:
         try:
             analyse()
         except Exception as again:
-            node = innermost_local(again, Node) or node
+            node = failing_node(again) or node
     found = origins.get(node.grad_fn)
     if found is None:
         return f"{headline(exc)} (at graph node {node.name})"

@@ -15,12 +15,20 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from compressor.errors import CompressorError
+from compressor.inputs import example_input
 from compressor.pruning.attention import as_head_attention, drop_heads
-from compressor.pruning.diagnose import forward_or_explain, headline, innermost_local
-from compressor.pruning.graph import GRAPH_OPTIONS, GroupFailure, Survey, build_graph, match_modules
+from compressor.pruning.diagnose import forward_or_explain, headline
+from compressor.pruning.graph import GRAPH_OPTIONS, ForwardFn, GroupFailure, Survey, build_graph, match_modules
 from compressor.pruning.importance import channel_importance, head_scores
+from compressor.pruning.tp_internals import channel_groups, deferred_group_check, failing_group, rounding_pruner
 
 HEADS = "heads"
+
+
+def step_share(ratio: float, steps: int) -> float:
+    """The ratio each of `steps` equal steps removes so that together they remove `ratio`: each
+    step prunes a share of what the previous ones left."""
+    return 1 - (1 - ratio) ** (1 / steps)
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,8 @@ class Plan:
 
     def per_step(self, steps: int) -> "Plan":
         """The plan for one of `steps` equal steps that together remove what this plan removes."""
-        def share(r: float) -> float:
-            return 1 - (1 - r) ** (1 / steps)
-
-        return replace(self, max_ratio=share(self.max_ratio), ratios={k: share(r) for k, r in self.ratios.items()})
+        return replace(self, max_ratio=step_share(self.max_ratio, steps),
+                       ratios={k: step_share(r, steps) for k, r in self.ratios.items()})
 
 
 def resolve_ratios(model: nn.Module, patterns: dict[str, float]) -> dict[str, float]:
@@ -84,21 +90,21 @@ def choose_heads(model: nn.Module, plan: Plan, ratio: float, heads: dict[str, in
     return {name: sorted(h) for name, h in dropped.items() if h}
 
 
-class _Pruner(tp.pruner.BasePruner):
-    def _round_to(self, n_pruned, current_channels, round_to):
-        """Keeps the multiple of `round_to` nearest to what the ratio asks, and never fewer than
-        `round_to` (torch-pruning rounds down, so ratio 0.1 halves a 16-channel layer at
-        round_to 8, and rounding down to zero makes it skip the layer altogether)."""
-        kept = max(round_to, round_to * round((current_channels - n_pruned) / round_to))
-        return max(current_channels - kept, 0)
+def _nearest_multiple(n_pruned: int, current_channels: int, round_to: int) -> int:
+    """Channels to prune so that the multiple of `round_to` nearest to what the ratio asks is
+    kept, and never fewer than `round_to` (torch-pruning rounds down, so ratio 0.1 halves a
+    16-channel layer at round_to 8, and rounding down to zero makes it skip the layer altogether)."""
+    kept = max(round_to, round_to * round((current_channels - n_pruned) / round_to))
+    return max(current_channels - kept, 0)
 
 
-def channel_pruner(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, protected: set[str]):
+def channel_pruner(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float,
+                   protected: set[str]) -> tp.pruner.BasePruner:
     modules = dict(model.named_modules())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped parameter it meets
-        return _Pruner(
-            model, example, importance=channel_importance(plan.importance, plan.norm),
+        return rounding_pruner(
+            _nearest_multiple, model, example, importance=channel_importance(plan.importance, plan.norm),
             global_pruning=plan.global_, pruning_ratio=ratio,
             pruning_ratio_dict={modules[n]: r for n, r in plan.ratios.items() if n in modules} or None,
             max_pruning_ratio=plan.max_ratio, round_to=plan.round_to,
@@ -106,15 +112,15 @@ def channel_pruner(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: f
         )
 
 
-def _capped(pruner: _Pruner, group, limit: float, round_to: int | None):
+def _capped(pruner: tp.pruner.BasePruner, group, limit: float, round_to: int | None):
     """`group` restricted to the lowest-ranked channels its root may lose under `limit`: global
     ranking in torch-pruning prunes whatever falls under the threshold, which can empty a layer
     (Network Slimming cuts a whole faded layer)."""
     graph, dep = pruner.DG, group[0].dep
     module, handler = dep.target.module, dep.handler
     width = graph.get_out_channels(module) if graph.is_out_channel_pruning_fn(handler) else graph.get_in_channels(module)
-    channel_groups = pruner._get_channel_groups(group)
-    size = width // channel_groups  # grouped layers lose the same positions in every channel group
+    groups = channel_groups(pruner, group)
+    size = width // groups  # grouped layers lose the same positions in every channel group
     chosen = sorted({int(i) % size for i in group[0].idxs})
     keep = size - math.floor(limit * size + 1e-9)
     if round_to:
@@ -122,9 +128,9 @@ def _capped(pruner: _Pruner, group, limit: float, round_to: int | None):
     if len(chosen) <= size - keep:
         return group
     full = graph.get_pruning_group(module, handler, list(range(width)))
-    scores = pruner.estimate_importance(full).view(channel_groups, -1).mean(dim=0)
+    scores = pruner.estimate_importance(full).view(groups, -1).mean(dim=0)
     chosen = sorted(chosen, key=lambda i: float(scores[i]))[:size - keep]
-    return graph.get_pruning_group(module, handler, [i + g * size for g in range(channel_groups) for i in chosen])
+    return graph.get_pruning_group(module, handler, [i + g * size for g in range(groups) for i in chosen])
 
 
 def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, protected: set[str]) -> list:
@@ -133,9 +139,8 @@ def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: f
     try:
         pruner = channel_pruner(model, example, plan, ratio, protected)
         # torch-pruning drops a group that would lose every channel; under global ranking that
-        # group should lose max_ratio of them instead, so the check moves after the cap.
-        check, pruner.DG.check_pruning_group = pruner.DG.check_pruning_group, lambda group: True
-        with warnings.catch_warnings():
+        # group should lose max_ratio of them instead, so the check comes after the cap.
+        with deferred_group_check(pruner) as check, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for group in pruner.step(interactive=True):
                 if plan.global_:
@@ -145,7 +150,7 @@ def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: f
     except CompressorError:
         raise
     except Exception as e:  # torch-pruning met a structure it maps wrongly
-        group = innermost_local(e, tp.dependency.Group)
+        group = failing_group(e)
         if group is None:
             raise CompressorError(f"torch-pruning fails: {headline(e)}") from None
         raise GroupFailure(names.get(group[0].dep.target.module, "?"), e) from None
@@ -166,9 +171,11 @@ def prune_step(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float
     return entries
 
 
-def replay(model: nn.Module, history: list[list], input_shape) -> nn.Module:
-    """Rebuilds the pruned architecture from the unpruned one and its recorded history."""
-    example = torch.randn(1, *input_shape)
+def replay(model: nn.Module, history: list[list], input_shape, forward_fn: ForwardFn | None = None) -> nn.Module:
+    """Rebuilds the pruned architecture from the unpruned one and its recorded history, in place.
+    `forward_fn(model, example)` runs the model when torch-pruning traces it (the model alone
+    when None)."""
+    example = example_input(input_shape)
     for step in history:
         graph = None
         for name, kind, idxs in step:
@@ -176,7 +183,7 @@ def replay(model: nn.Module, history: list[list], input_shape) -> nn.Module:
                 drop_heads(model, name, idxs)
                 graph = None  # the graph no longer matches the model
                 continue
-            graph = graph or build_graph(model, example)
+            graph = graph or build_graph(model, example, forward_fn)
             try:
                 graph.load_pruning_history([(name, kind, idxs)])
             except (AttributeError, AssertionError, IndexError, ValueError) as e:

@@ -3,7 +3,7 @@ which channels are removed together, and why the others cannot be."""
 
 import fnmatch
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +13,7 @@ import torch_pruning as tp
 from compressor.errors import CompressorError
 from compressor.pruning.attention import attention_heads, attention_types, opaque_types
 from compressor.pruning.diagnose import explain_graph_failure, forward_or_explain, headline, recording_origins
+from compressor.pruning.tp_internals import module_names
 
 # Graph nodes that move channels around rather than compute on them: where mapping goes wrong.
 RESHAPING = (tp.ops.OPTYPE.RESHAPE, tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND,
@@ -61,19 +62,25 @@ _ATTENTION_WIDTH = _AttentionWidth()
 GRAPH_OPTIONS = _Options()
 
 
-def _build(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+ForwardFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def _build(model: nn.Module, example: torch.Tensor, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped parameter it meets
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False, **GRAPH_OPTIONS)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward_fn,
+                                                     verbose=False, **GRAPH_OPTIONS)
 
 
-def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+def build_graph(model: nn.Module, example: torch.Tensor, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
+    """The dependency graph of `model`, traced by running `forward_fn(model, example)` (the model
+    alone when None)."""
     try:
-        return _build(model, example)
+        return _build(model, example, forward_fn)
     except CompressorError:
         raise
     except Exception as e:  # torch-pruning meets a structure it cannot follow
-        why = explain_graph_failure(model, example, e, lambda: _build(model, example))
+        why = explain_graph_failure(model, example, e, lambda: _build(model, example, forward_fn))
         raise CompressorError(f"torch-pruning cannot analyse this model: {why}") from None
 
 
@@ -146,7 +153,7 @@ class Survey:
 
 
 def _reason(graph, group, sinks, ignored: dict[str, str]) -> str | None:
-    names = graph._module2name
+    names = module_names(graph)
     for dep, _ in group:
         target, out = dep.target, graph.is_out_channel_pruning_fn(dep.handler)
         if target in sinks and out:

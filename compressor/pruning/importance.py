@@ -2,6 +2,8 @@
 are torch-pruning's; head scores apply the same idea to each head's slice of the attention
 projections."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -12,46 +14,69 @@ import torch_pruning as tp
 from compressor.errors import CompressorError
 from compressor.registry import Registry
 
-Criterion = Literal["magnitude", "bn_scale", "taylor", "lamp", "fpgm", "random"]
-NEEDS_GRADIENTS = {"taylor"}
 
-CHANNEL_SCORES: Registry = Registry("importance criterion")
-CHANNEL_SCORES.register("magnitude")(lambda norm: tp.importance.GroupMagnitudeImportance(p=norm))
-# Raw |γ|, not normalised per layer: a global threshold over all γ is Network Slimming.
-CHANNEL_SCORES.register("bn_scale")(lambda norm: tp.importance.BNScaleImportance(normalizer=None))
-CHANNEL_SCORES.register("taylor")(lambda norm: tp.importance.GroupTaylorImportance())
-CHANNEL_SCORES.register("lamp")(lambda norm: tp.importance.LAMPImportance(p=norm))
-CHANNEL_SCORES.register("fpgm")(lambda norm: tp.importance.FPGMImportance(p=norm))
-CHANNEL_SCORES.register("random")(lambda norm: tp.importance.RandomImportance())
+def _magnitude(weights: torch.Tensor, grads: torch.Tensor | None, norm: int) -> torch.Tensor:
+    return weights.norm(p=norm, dim=1)
+
+
+def _taylor(weights: torch.Tensor, grads: torch.Tensor | None, norm: int) -> torch.Tensor:
+    if grads is None:
+        raise CompressorError("taylor importance needs gradients, and an attention block has none")
+    return (weights * grads).abs().sum(dim=1)
+
+
+def _lamp(weights: torch.Tensor, grads: torch.Tensor | None, norm: int) -> torch.Tensor:
+    """A head's squared norm over the sum of those not smaller in the same block."""
+    energy = weights.pow(2).sum(dim=1)
+    ordered, order = energy.sort()
+    tails = ordered.flip(0).cumsum(0).flip(0)
+    return torch.empty_like(energy).scatter_(0, order, ordered / tails)
+
+
+def _fpgm(weights: torch.Tensor, grads: torch.Tensor | None, norm: int) -> torch.Tensor:
+    """A head close to all others (near the geometric median) is the most replaceable."""
+    return torch.cdist(weights, weights, p=norm).sum(dim=1)
+
+
+def _random(weights: torch.Tensor, grads: torch.Tensor | None, norm: int) -> torch.Tensor:
+    return torch.rand(len(weights))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One criterion: torch-pruning's channel importance for a norm, and the unnormalised score
+    of each head from its (heads, n) weight rows, their gradients (or None) and the norm."""
+
+    channels: Callable[[int], tp.importance.Importance]
+    heads: Callable[[torch.Tensor, torch.Tensor | None, int], torch.Tensor]
+    needs_gradients: bool = False
+
+
+_TABLE = {
+    "magnitude": Scores(lambda norm: tp.importance.GroupMagnitudeImportance(p=norm), _magnitude),
+    # Raw |γ|, not normalised per layer: a global threshold over all γ is Network Slimming.
+    # Attention has no BatchNorm to read, so heads fall back to magnitude.
+    "bn_scale": Scores(lambda norm: tp.importance.BNScaleImportance(normalizer=None), _magnitude),
+    "taylor": Scores(lambda norm: tp.importance.GroupTaylorImportance(), _taylor, needs_gradients=True),
+    "lamp": Scores(lambda norm: tp.importance.LAMPImportance(p=norm), _lamp),
+    "fpgm": Scores(lambda norm: tp.importance.FPGMImportance(p=norm), _fpgm),
+    "random": Scores(lambda norm: tp.importance.RandomImportance(), _random),
+}
+CRITERIA: Registry[Scores] = Registry("importance criterion")
+for _name, _scores in _TABLE.items():
+    CRITERIA.register(_name)(_scores)
+Criterion = Literal[tuple(_TABLE)]
+NEEDS_GRADIENTS = {name for name, scores in _TABLE.items() if scores.needs_gradients}
 
 
 def channel_importance(criterion: str, norm: int):
-    return CHANNEL_SCORES.get(criterion)(norm)
+    return CRITERIA.get(criterion).channels(norm)
 
 
 def head_scores(weights: torch.Tensor, grads: torch.Tensor | None, criterion: str, norm: int) -> torch.Tensor:
     """One score per head from its (heads, n) weight rows, scaled to mean 1 so that heads of
-    different blocks compare in a global ranking. bn_scale has no BatchNorm to read in
-    attention and falls back to magnitude."""
-    if criterion in ("magnitude", "bn_scale"):
-        scores = weights.norm(p=norm, dim=1)
-    elif criterion == "taylor":
-        if grads is None:
-            raise CompressorError("taylor importance needs gradients, and an attention block has none")
-        scores = (weights * grads).abs().sum(dim=1)
-    elif criterion == "lamp":
-        # LAMP: a head's squared norm over the sum of those not smaller in the same block.
-        energy = weights.pow(2).sum(dim=1)
-        ordered, order = energy.sort()
-        tails = ordered.flip(0).cumsum(0).flip(0)
-        scores = torch.empty_like(energy).scatter_(0, order, ordered / tails)
-    elif criterion == "fpgm":
-        # FPGM: a head close to all others (near the geometric median) is the most replaceable.
-        scores = torch.cdist(weights, weights, p=norm).sum(dim=1)
-    elif criterion == "random":
-        scores = torch.rand(len(weights))
-    else:
-        raise CompressorError(f"unknown importance criterion '{criterion}'")
+    different blocks compare in a global ranking."""
+    scores = CRITERIA.get(criterion).heads(weights, grads, norm)
     return scores / scores.mean().clamp_min(1e-12)
 
 
