@@ -3,6 +3,7 @@ distillation are this loop with different terms plugged in."""
 
 import math
 import time
+from itertools import islice
 
 import torch
 import torch.nn as nn
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from compressor.console import console, progress
 from compressor.training import distributed
 from compressor.training.params import TrainParams
+from compressor.training.schedule import lr_schedule
 from compressor.training.terms import KeepMasks, Step, Term
 
 
@@ -24,12 +26,133 @@ def _optimizer(params: list[nn.Parameter], cfg: TrainParams) -> torch.optim.Opti
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
-def _lr_factor(cfg: TrainParams, progress_: float) -> float:
-    if cfg.scheduler == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress_))
-    if cfg.scheduler == "step":
-        return 0.1 ** int(progress_ * cfg.epochs / cfg.step_every)
-    return 1.0
+class _TrainStep:
+    """One optimisation step: forward, the losses, backward, the terms' hooks, the update.
+    Counts the steps taken, which is where the schedule and `Step.progress` come from."""
+
+    def __init__(self, model: nn.Module, forward: nn.Module, terms: list[Term], term_params: list[nn.Parameter],
+                 optimizer: torch.optim.Optimizer, cfg: TrainParams, total_steps: int, ce_weight: float,
+                 device: torch.device):
+        self.model, self.forward, self.terms, self.term_params = model, forward, terms, term_params
+        self.optimizer, self.cfg, self.ce_weight, self.device = optimizer, cfg, ce_weight, device
+        self.total_steps, self.taken = total_steps, 0
+        self.advance_lr = lr_schedule(optimizer, cfg, total_steps)
+        self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
+
+    @property
+    def remaining(self) -> int:
+        return self.total_steps - self.taken
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, epoch: int) -> tuple[Step, dict]:
+        inputs = inputs.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            outputs = self.forward(inputs)
+            step = Step(inputs, targets, outputs, epoch, self.taken / self.total_steps)
+            losses = self._losses(step)
+        self._update(sum(losses.values()), step)
+        self.taken += 1
+        self.advance_lr(self.taken)
+        return step, losses
+
+    def _losses(self, step: Step) -> dict[str, torch.Tensor]:
+        losses = {}
+        if self.ce_weight:
+            losses["ce"] = self.ce_weight * F.cross_entropy(step.outputs.float(), step.targets,
+                                                            label_smoothing=self.cfg.label_smoothing)
+        for term in self.terms:
+            extra = term.loss(step)
+            if extra is not None:
+                losses[term.name] = extra
+        return losses
+
+    def _update(self, total: torch.Tensor, step: Step) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        distributed.average_gradients(self.term_params)  # DDP averages only the model's own
+        for term in self.terms:
+            term.before_step(self.model, step)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        for term in self.terms:
+            term.after_step(self.model)
+
+
+class _Throughput:
+    """Images per second since training began, across epochs."""
+
+    def __init__(self):
+        self.seen, self.start = 0, time.perf_counter()
+
+    def add(self, n: int) -> None:
+        self.seen += n
+
+    def rate(self) -> float:
+        return self.seen / (time.perf_counter() - self.start)
+
+
+class _EpochMeter:
+    """Running loss sums (weighted by batch size) and accuracy over one epoch on this rank."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.correct = self.count = 0
+
+    def add(self, step: Step, losses: dict[str, torch.Tensor]) -> int:
+        n = len(step.targets)
+        self.count += n
+        self.correct += (step.outputs.argmax(1) == step.targets).sum().item()
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.item() * n
+        return n
+
+    def info(self, rate: float) -> str:
+        shown = " ".join(f"{k} {v / self.count:.3f}" for k, v in self.sums.items())
+        return f"{shown} acc {100 * self.correct / self.count:.1f}% {rate:.0f} img/s"
+
+    def reduce(self, device: torch.device) -> dict:
+        """`train_<loss>` and `train_acc` over every rank's samples."""
+        keys = list(self.sums)
+        totals = distributed.sum_across([self.sums[k] for k in keys] + [self.correct, self.count], device)
+        correct, count = totals[-2], max(totals[-1], 1)
+        metrics = {f"train_{k}": v / count for k, v in zip(keys, totals)}
+        metrics["train_acc"] = 100 * correct / count
+        return metrics
+
+
+def _distribute(loader, model: nn.Module, device: torch.device):
+    """Under torchrun: this rank's shard of the data, and the model wrapped in DDP."""
+    if not distributed.active():
+        return loader, model
+    loader.shard(distributed.rank(), distributed.world())
+    return loader, nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _epoch(train: _TrainStep, loader, epoch: int, epochs: int, bar, desc: str, throughput: _Throughput) -> dict:
+    loader.set_epoch(epoch)
+    batches = min(len(loader), train.remaining)
+    task = bar.add_task(f"{desc} {epoch + 1}/{epochs}", total=batches, info="")
+    meter = _EpochMeter()
+    for inputs, targets in islice(loader, batches):
+        step, losses = train(inputs, targets, epoch)
+        throughput.add(meter.add(step, losses))
+        bar.update(task, advance=1, info=meter.info(throughput.rate()))
+    metrics = meter.reduce(train.device)
+    for term in train.terms:
+        metrics.update(term.end_epoch(train.model, epoch))
+    console.print(f"  {desc} epoch {epoch + 1}/{epochs}: "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+def _check_ranks_agree(model: nn.Module, metrics: dict) -> None:
+    if not distributed.active():
+        return
+    distributed.sync_buffers(model)
+    if not distributed.weights_identical(model):
+        raise RuntimeError("ranks ended training with different weights: something updates parameters outside DDP")
+    metrics.update(world_size=distributed.world(), img_per_s=metrics["img_per_s"] * distributed.world())
 
 
 def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train", ce_weight: float = 1.0) -> dict:
@@ -42,79 +165,20 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
         term.attach(model)
     term_params = [p for t in terms for p in t.parameters()]
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad] + term_params, cfg)
-    loader = ctx.data.train
-    forward = model
-    if distributed.active():
-        loader.shard(distributed.rank(), distributed.world())
-        forward = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    steps_per_epoch = len(loader)
-    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    loader, forward = _distribute(ctx.data.train, model, device)
+    total_steps = max(1, round(cfg.epochs * len(loader)))
+    epochs = math.ceil(total_steps / len(loader))
+    train = _TrainStep(model, forward, terms, term_params, optimizer, cfg, total_steps, ce_weight, device)
+    throughput = _Throughput()
     metrics: dict = {}
-    step_index, seen, start = 0, 0, time.perf_counter()
     try:
         with progress() as bar:
             for epoch in range(epochs):
-                loader.set_epoch(epoch)
-                task = bar.add_task(f"{desc} {epoch + 1}/{epochs}", total=min(steps_per_epoch, total_steps - step_index), info="")
-                sums: dict[str, float] = {}
-                correct = count = 0
-                for inputs, targets in loader:
-                    if step_index >= total_steps:
-                        break
-                    inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.lr * _lr_factor(cfg, step_index / total_steps)
-                    with torch.autocast(device.type, enabled=device.type == "cuda"):
-                        outputs = forward(inputs)
-                        step = Step(inputs, targets, outputs, epoch, step_index / total_steps)
-                        losses = {}
-                        if ce_weight:
-                            losses["ce"] = ce_weight * F.cross_entropy(outputs.float(), targets,
-                                                                       label_smoothing=cfg.label_smoothing)
-                        for term in terms:
-                            extra = term.loss(step)
-                            if extra is not None:
-                                losses[term.name] = extra
-                    total = sum(losses.values())
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(total).backward()
-                    scaler.unscale_(optimizer)
-                    distributed.average_gradients(term_params)  # DDP averages only the model's own
-                    for term in terms:
-                        term.before_step(model, step)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    for term in terms:
-                        term.after_step(model)
-                    step_index += 1
-                    n = len(targets)
-                    seen += n
-                    count += n
-                    correct += (outputs.argmax(1) == targets).sum().item()
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + v.item() * n
-                    rate = seen / (time.perf_counter() - start)
-                    shown = " ".join(f"{k} {v / count:.3f}" for k, v in sums.items())
-                    bar.update(task, advance=1, info=f"{shown} acc {100 * correct / count:.1f}% {rate:.0f} img/s")
-                keys = list(sums)
-                totals = distributed.sum_across([sums[k] for k in keys] + [correct, count], device)
-                correct, count = totals[-2], max(totals[-1], 1)
-                metrics = {f"train_{k}": v / count for k, v in zip(keys, totals)}
-                metrics["train_acc"] = 100 * correct / count
-                for term in terms:
-                    metrics.update(term.end_epoch(model, epoch))
-                console.print(f"  {desc} epoch {epoch + 1}/{epochs}: "
-                              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+                metrics = _epoch(train, loader, epoch, epochs, bar, desc, throughput)
     finally:
         for term in terms:
             term.detach()
-    metrics.update(steps=step_index, epochs=cfg.epochs, img_per_s=seen / (time.perf_counter() - start))
-    if distributed.active():
-        distributed.sync_buffers(model)
-        if not distributed.weights_identical(model):
-            raise RuntimeError("ranks ended training with different weights: something updates parameters outside DDP")
-        metrics.update(world_size=distributed.world(), img_per_s=metrics["img_per_s"] * distributed.world())
+    metrics.update(steps=train.taken, epochs=cfg.epochs, img_per_s=throughput.rate())
+    _check_ranks_agree(model, metrics)
     model.eval()
     return metrics
