@@ -10,7 +10,6 @@ from rich.table import Table
 from compressor.commands import friendly, register_all
 from compressor.console import console
 from compressor.errors import CompressorError
-from compressor.runtime.heap import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make trained PyTorch models smaller and faster for edge GPUs — and prove it.")
@@ -30,12 +29,14 @@ def run(
 ):
     """Run a recipe: every pass, a checkpoint after each, then a summary."""
     from compressor.pipeline import Pipeline
+    from compressor.process import keep_freed_memory
     from compressor.recipe import load_recipe
     from compressor.report import print_summary, write_report
     from compressor.training import distributed
 
     if resume and fresh:
         raise CompressorError("--resume and --fresh contradict each other; pick one")
+    keep_freed_memory()
     parsed = load_recipe(recipe, set_ or [])
     pipeline = Pipeline(parsed, out or Path("runs") / parsed.name)
     state = pipeline.run(resume=resume, fresh=fresh)
@@ -64,7 +65,12 @@ def type_name(annotation) -> str:
 
     from pydantic import BaseModel
 
+    from compressor.schema import members, unwrap
+
+    annotation, tagger = unwrap(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if tagger is not None or members(annotation) and all(a is type(None) or members(a) for a in args):
+        return "mapping"
     if origin is typing.Literal:
         return "|".join(map(str, args))
     if origin in (typing.Union, types.UnionType):
@@ -76,6 +82,35 @@ def type_name(annotation) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def parameter_tables(title: str, annotation) -> list[Table]:
+    """One table of keys per parameter model: a tagged union gives one per variant, and a
+    nested mapping (a prune target, its fine-tuning) gets tables of its own after its owner's."""
+    from compressor.schema import field_annotation, members, unwrap
+
+    _, tagger = unwrap(annotation)
+    variants = ({cls: [t for t, m in tagger.variants.items() if cls in members(m)] for cls in members(annotation)}
+                if tagger else {cls: [] for cls in members(annotation)})
+    tables, nested = [], []
+    for cls, tags in variants.items():
+        label = f"{title} ({tagger.describe(tags)})" if tags else title
+        table = Table(title=f"[bold]{label}[/bold]", title_justify="left", show_edge=False)
+        for column in ("parameter", "type", "default", "help"):
+            table.add_column(column)
+        for name, field in cls.model_fields.items():
+            if name == "type" or (tagger and name == tagger.key):
+                continue
+            inner = field_annotation(cls, name)
+            default = ("required" if field.is_required() else "see below" if members(inner) and field.default is None
+                       and field.default_factory else repr(field.get_default(call_default_factory=True)))
+            table.add_row(field.alias or name, type_name(field.annotation), default, field.description or "")
+            if members(inner):
+                nested.append((f"{title}.{field.alias or name}", inner))
+        tables.append(table)
+    for sub_title, sub in dict.fromkeys(nested):
+        tables += parameter_tables(sub_title, sub)
+    return tables
+
+
 @app.command()
 @friendly
 def passes(name: Annotated[Optional[str], typer.Argument(help="show one pass only")] = None):
@@ -84,20 +119,9 @@ def passes(name: Annotated[Optional[str], typer.Argument(help="show one pass onl
 
     for kind in [PASSES.get(name).name] if name else PASSES.names():
         cls = PASSES.get(kind)
-        table = Table(title=f"[bold]{kind}[/bold] — {(cls.__doc__ or '').strip().splitlines()[0]}",
-                      title_justify="left", show_edge=False)
-        table.add_column("parameter")
-        table.add_column("type")
-        table.add_column("default")
-        table.add_column("help")
-        for field_name, field in cls.Params.model_fields.items():
-            if field_name == "type":
-                continue
-            annotation = type_name(field.annotation)
-            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            table.add_row(field.alias or field_name, annotation, default,
-                          field.description or "")
-        console.print(table)
+        console.print(f"[bold]{kind}[/bold] — {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for table in parameter_tables(kind, cls.Params):
+            console.print(table)
         console.print()
 
 
@@ -105,7 +129,6 @@ register_all(app)
 
 
 def main():
-    keep_freed_memory()
     app(prog_name="compress")
 
 

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -16,10 +16,12 @@ from compressor.console import console
 from compressor.data import DataBundle, load_data
 from compressor.errors import CompressorError
 from compressor.measure import count_macs_params, human
-from compressor.models import build_model, load_weights, read_state_dict
+from compressor.files import atomic_write
+from compressor.models import load_model
 from compressor.passes import PASSES
 from compressor.recipe import Recipe, dump_recipe
-from compressor.state import STATE_FILE, State, atomic_write, load_checkpoint, read_meta, save_checkpoint
+from compressor.runs import RECIPE_FILE, checkpoints, is_checkpoint, pass_folder, pass_folders
+from compressor.state import State, load_checkpoint, read_meta, save_checkpoint
 from compressor.training import distributed
 
 INPUT = "input"  # the name under which the unmodified model is referred to (e.g. as teacher)
@@ -45,7 +47,6 @@ class RunContext:
     pass_dir: Path = None
     index: int = -1
     previous: str = INPUT  # folder name of the last finished pass
-    metrics: dict = field(default_factory=dict)
 
     @cached_property
     def data(self) -> DataBundle:
@@ -53,15 +54,7 @@ class RunContext:
 
     def baseline(self) -> nn.Module:
         """The model as the recipe gives it, before any pass."""
-        spec = self.recipe.model
-        model = build_model(spec.source, spec.factory_kwargs())
-        if spec.checkpoint:
-            load_weights(model, read_state_dict(Path(spec.checkpoint)), f"'{spec.checkpoint}'")
-        return model.eval()
-
-
-def pass_folder(index: int, kind: str) -> str:
-    return f"{index:02d}-{kind}"
+        return load_model(self.recipe.model)
 
 
 class Pipeline:
@@ -72,8 +65,8 @@ class Pipeline:
     def finished_passes(self) -> int:
         """How many leading passes already have a complete checkpoint made by this same recipe."""
         expected = {pass_folder(i, p.type) for i, p in enumerate(self.recipe.passes)}
-        for folder in sorted(self.run_dir.glob("[0-9][0-9]-*")):
-            if (folder / STATE_FILE).is_file() and folder.name not in expected:
+        for folder in checkpoints(self.run_dir):
+            if folder.name not in expected:
                 raise CompressorError(
                     f"cannot resume {self.run_dir}: it holds {folder.name}, which this recipe does not have; "
                     "run with --fresh to start over, or use a new --out"
@@ -81,7 +74,7 @@ class Pipeline:
         done = 0
         for index, params in enumerate(self.recipe.passes):
             folder = self.run_dir / pass_folder(index, params.type)
-            if not (folder / STATE_FILE).is_file():
+            if not is_checkpoint(folder):
                 break
             if read_meta(folder).get("fingerprint") != self.recipe.fingerprint(index):
                 raise CompressorError(
@@ -102,7 +95,7 @@ class Pipeline:
             distributed.barrier()
 
     def _prepare(self, resume: bool, fresh: bool) -> int:
-        has_run = any(self.run_dir.glob("[0-9][0-9]-*"))
+        has_run = bool(pass_folders(self.run_dir))
         if has_run and fresh:
             shutil.rmtree(self.run_dir)
         elif has_run and not resume:
@@ -114,7 +107,7 @@ class Pipeline:
         for partial in self.run_dir.glob(".*.partial"):
             shutil.rmtree(partial)  # left by a killed pass: it never finished, so it is redone
         done = self.finished_passes() if resume else 0
-        atomic_write(self.run_dir / "recipe.yaml", dump_recipe(self.recipe))
+        atomic_write(self.run_dir / RECIPE_FILE, dump_recipe(self.recipe))
         return done
 
     def initial_state(self) -> State:
@@ -162,18 +155,18 @@ class Pipeline:
                 partial.mkdir()
             else:  # other ranks' files are scratch: rank 0 writes the run folder
                 partial = Path(tempfile.mkdtemp(prefix=f"{folder}-rank{distributed.rank()}-"))
-            self.ctx.pass_dir, self.ctx.index, self.ctx.metrics = partial, index, {}
+            self.ctx.pass_dir, self.ctx.index = partial, index
             console.rule(f"[bold]{index + 1}/{len(self.recipe.passes)} {params.type}")
             torch.manual_seed(self.recipe.seed * 1000 + index)  # a resumed pass repeats the uninterrupted one
             start = time.perf_counter()
             try:
-                state = step.run(state, self.ctx)
+                metrics = step.run(state, self.ctx)
             except CompressorError as e:
                 raise CompressorError(f"passes[{index}] ({params.type}): {e}") from None
             seconds = time.perf_counter() - start
             macs, n_params = count_macs_params(state.model, state.example_input(device=self.ctx.device))
             state.records.append({"index": index, "type": params.type, "dir": folder, "params": n_params,
-                                  "macs": macs, "seconds": round(seconds, 2), "metrics": self.ctx.metrics})
+                                  "macs": macs, "seconds": round(seconds, 2), "metrics": metrics})
             if distributed.is_main():
                 save_checkpoint(state, partial, {"index": index, "type": params.type,
                                                  "fingerprint": self.recipe.fingerprint(index)})
@@ -190,3 +183,14 @@ class Pipeline:
             state = self.load(folder)
         self.ctx.previous = folder
         return state
+
+
+def run_on_checkpoint(recipe: Recipe, checkpoint: Path, out_dir: Path):
+    """Runs the recipe's passes on a finished checkpoint, their files going to `out_dir`, without
+    checkpointing them (what `compress export` does). Yields each pass's type and metrics.
+    Exports run on the CPU; TensorRT picks its own GPU."""
+    state = load_checkpoint(checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(recipe, out_dir, torch.device("cpu"), pass_dir=out_dir)
+    for params in recipe.passes:
+        yield params.type, PASSES.get(params.type)(params).run(state, ctx)

@@ -2,49 +2,23 @@
 
 import hashlib
 import json
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import Field, ValidationError
 
 from compressor.errors import CompressorError, did_you_mean
+from compressor.passes import PASSES
+from compressor.schema import TAG_ERROR, DataSpec, ModelSpec, Strict, suggestion, tagged, walk
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelSpec(Strict):
-    source: str = Field(description="zoo:NAME | torchvision:NAME | timm:NAME | python:pkg.module:factory")
-    checkpoint: str | None = Field(None, description="weights: .safetensors or a state_dict file")
-    num_classes: int | None = Field(None, description="passed to the model factory")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="more factory arguments")
-
-    def factory_kwargs(self) -> dict[str, Any]:
-        extra = {} if self.num_classes is None else {"num_classes": self.num_classes}
-        return {**self.kwargs, **extra}
-
-
-class DataSpec(Strict):
-    dataset: str = Field("fashion-mnist", description="fashion-mnist | imagefolder:PATH | synthetic")
-    root: str | None = Field(None, description="directory holding the data files")
-    batch_size: int = Field(128, gt=0)
-    eval_batch_size: int = Field(500, gt=0)
-    image_size: int | None = Field(None, gt=0, description="resize to this (default: native)")
-    channels: int | None = Field(None, gt=0, description="repeat grey images to this many channels")
-    num_classes: int | None = Field(None, gt=0, description="synthetic only")
-    train_samples: int | None = Field(None, gt=0, description="use only the first N training images")
-    eval_samples: int | None = Field(None, gt=0, description="use only the first N evaluation images")
-    augment: bool = Field(True, description="random shift and flip while training")
-    workers: int = Field(2, ge=0, description="loader processes (imagefolder)")
-
-
-class PassParams(Strict):
-    """Base of every pass's parameters; `type` picks the pass."""
-
-    type: str
+def _pass_union():
+    """Every registered pass's parameters, told apart by `type`."""
+    variants = {name: PASSES.get(name).Params for name in PASSES.names()}
+    return tagged(variants, key="type", missing="each pass is a mapping with a 'type' key",
+                  unknown=lambda got, tags: f"unknown pass type '{got}'{did_you_mean(got, tags)}; "
+                                            f"choose one of: {', '.join(tags)}")
 
 
 class Recipe(Strict):
@@ -53,7 +27,7 @@ class Recipe(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
-    passes: list[SerializeAsAny[PassParams]] = Field(default_factory=list)
+    passes: list[_pass_union()] = Field(default_factory=list)
 
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that decides the result of passes[0..upto]."""
@@ -69,36 +43,33 @@ def _loc(parts) -> str:
     return out
 
 
-def _model_at(cls: type[BaseModel], loc) -> type[BaseModel] | None:
-    """The pydantic model found by walking `loc` from `cls` (to list valid keys in errors)."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part) if cls else None
-        if field is None:
-            return None
-        candidates = [field.annotation, *typing.get_args(field.annotation)]
-        cls = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return cls
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _friendly(err: ValidationError, cls: type[BaseModel], origin: str, prefix=()) -> CompressorError:
+def friendly(err: ValidationError, root, origin: str, prefix=()) -> CompressorError:
+    """The first problem of a validation error as one line: where (as the user wrote it), what,
+    and the nearest valid key or value."""
     first = err.errors()[0]
-    loc = tuple(prefix) + tuple(first["loc"])
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     if first["type"] == "extra_forbidden":
-        owner = _model_at(cls, first["loc"][:-1])
-        valid = sorted(owner.model_fields) if owner else []
+        loc, owner, _ = walk(root, first["loc"][:-1])
         key = first["loc"][-1]
-        hint = did_you_mean(key, valid) or (f"; valid keys: {', '.join(valid)}" if valid else "")
-        msg = f"unknown key '{key}'{hint}"
-        loc = loc[:-1]
+        msg = f"unknown key '{key}'{suggestion(key, owner)}"
+    elif first["type"] == TAG_ERROR:
+        loc, _, tagger = walk(root, first["loc"])
+        got = first["input"].get(tagger.key) if isinstance(first["input"], dict) and tagger.key else None
+        loc = loc + [tagger.key] if got is not None else loc
+        msg = tagger.message(first["input"])
     else:
+        loc, _, _ = walk(root, first["loc"])
         got = first.get("input")
-        shown = "" if isinstance(got, dict) or first["type"] == "missing" else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) or first["type"] in ("missing", "key_of_other_variant") \
+            else f" (got {_shown(got)})"
         msg = first["msg"][0].lower() + first["msg"][1:] + shown
-    where = _loc(loc) or "recipe"
+    where = _loc([*prefix, *loc]) or "recipe"
     return CompressorError(f"{origin}: {where}: {msg}{tail}")
 
 
@@ -109,11 +80,21 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_assignment(assignment: str, option: str, shape: str, example: str) -> tuple[str, Any]:
+    """`key=value` from the command line: the key and the value read as YAML (`0.6`, `true`, `[1, 2]`)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise CompressorError(f"{option} '{assignment}' must look like {shape}=value (e.g. {example})")
+    return key, parse_value(value)
+
+
+def parse_assignments(assignments, option: str, shape: str, example: str) -> dict[str, Any]:
+    return dict(parse_assignment(a, option, shape, example) for a in assignments or [])
+
+
 def apply_override(raw: dict, assignment: str) -> None:
     """`passes.2.ratio=0.6` -> raw['passes'][2]['ratio'] = 0.6."""
-    path, sep, value = assignment.partition("=")
-    if not sep or not path:
-        raise CompressorError(f"--set '{assignment}' must look like key.path=value (e.g. passes.2.ratio=0.6)")
+    path, value = parse_assignment(assignment, "--set", "key.path", "passes.2.ratio=0.6")
     parts = path.split(".")
     node: Any = raw
     for depth, part in enumerate(parts):
@@ -132,7 +113,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         else:
             raise CompressorError(f"--set {path}: {here} is a value, not a section, so it has no '{part}'")
         if last:
-            node[key] = parse_value(value)
+            node[key] = value
         else:
             node = node[key]
 
@@ -153,27 +134,10 @@ def read_yaml(path: Path) -> dict:
 
 
 def parse_recipe(raw: dict, origin: str = "recipe") -> Recipe:
-    from compressor.passes import PASSES
-
-    entries = raw.get("passes") or []
-    if not isinstance(entries, list):
-        raise CompressorError(f"{origin}: passes: must be a list of passes, each with a 'type'")
     try:
-        recipe = Recipe.model_validate({**raw, "passes": []})
+        return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise _friendly(e, Recipe, origin) from None
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "type" not in entry:
-            raise CompressorError(f"{origin}: passes[{i}]: each pass is a mapping with a 'type' key")
-        try:
-            params_cls = PASSES.get(str(entry["type"])).Params
-        except CompressorError as e:
-            raise CompressorError(f"{origin}: passes[{i}].type: {e}") from None
-        try:
-            recipe.passes.append(params_cls.model_validate(entry))
-        except ValidationError as e:
-            raise _friendly(e, params_cls, origin, ("passes", i)) from None
-    return recipe
+        raise friendly(e, Recipe, origin) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

@@ -4,8 +4,6 @@ so loading a checkpoint never unpickles code."""
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,8 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from compressor.errors import CompressorError
+from compressor.files import atomic_write
+from compressor.inputs import example_input
 from compressor.models import build_model, load_weights
 
 STATE_FILE, WEIGHTS_FILE, MASKS_FILE = "state.json", "model.safetensors", "masks.safetensors"
@@ -33,21 +33,12 @@ class State:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path (model.onnx, …)
 
     def example_input(self, batch: int = 1, device="cpu") -> torch.Tensor:
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(batch, *self.input_shape, generator=g).to(device)
+        return example_input(self.input_shape, batch, device)
 
     def snapshot_teacher(self, pass_dir_name: str) -> None:
         if self.teacher is None:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.teacher_pass = pass_dir_name
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def _tensors(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -103,11 +103,11 @@ def test_fixed_batch_and_exporter_fallback_are_reported(tmp_path):
     # The dynamo exporter cannot write opset 17: the export falls back to TorchScript and says so.
     ctx = tiny_context(tmp_path, [{"type": "export_onnx", "dynamic_batch": False, "batch_size": 4, "opset": 17}])
     state = State(ctx.baseline(), {"source": TINY["source"], "kwargs": {}}, (1, 16, 16))
-    ExportOnnx(ctx.recipe.passes[0]).run(state, ctx)
+    metrics = ExportOnnx(ctx.recipe.passes[0]).run(state, ctx)
     path = tmp_path / "model.onnx"
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [4, 1, 16, 16] and ox.opset_of(path) == 17
-    assert ctx.metrics["exporter"] == "torchscript" and ctx.metrics["samples"] == 32  # 8 whole batches of 4
+    assert metrics["exporter"] == "torchscript" and metrics["samples"] == 32  # 8 whole batches of 4
 
 
 def make_run(tmp_path: Path) -> Path:

@@ -145,7 +145,7 @@ def test_magnitude_keeps_what_matters_where_random_does_not():
 def test_steps_with_finetuning_compound_to_the_ratio_and_replay_from_the_checkpoint(tmp_path):
     data = {"dataset": "fashion-mnist", "train_samples": 256, "eval_samples": 200, "batch_size": 64}
     state, pipeline = run_recipe(tmp_path, {**RESNET20, "checkpoint": str(TEACHER)}, data, [
-        {"type": "prune", "ratio": 0.5, "steps": 2, "finetune_epochs": 0.25, "lr": 0.01}])
+        {"type": "prune", "ratio": 0.5, "steps": 2, "finetune": {"epochs": 0.25, "lr": 0.01}}])
     metrics = state.records[-1]["metrics"]
     assert [s["step"] for s in metrics["steps"]] == [1, 2] and "finetune" in metrics["steps"][0]
     assert len(state.pruning_history) == 2

@@ -12,7 +12,7 @@ from compressor.cli import app
 from compressor.errors import CompressorError
 from compressor.models import build_model
 from compressor.passes import PASSES
-from compressor.passes.sparse_train import SparseTrainParams, regularizer
+from compressor.passes.sparse_train import ScaleSparsityParams, regularizer
 from compressor.pipeline import RunContext
 from compressor.recipe import parse_recipe
 from compressor.sparsity.regularizers import GroupNormRegularizer
@@ -48,8 +48,7 @@ def run_pass(state: State, params: dict, data: dict, tmp_path) -> dict:
     cls = PASSES.get(params["type"])
     ctx = RunContext(parse_recipe(recipe(data)), tmp_path, torch.device("cpu"), pass_dir=tmp_path)
     torch.manual_seed(0)
-    cls(cls.Params.model_validate(params)).run(state, ctx)
-    return ctx.metrics
+    return cls(cls.parse(params)).run(state, ctx)
 
 
 @needs_fmnist
@@ -71,11 +70,11 @@ def test_bn_l1_drives_the_scale_of_an_unused_channel_to_zero(tmp_path):
 
 
 def test_strength_zero_adds_no_term_and_trains_exactly_like_train(tmp_path):
-    p = SparseTrainParams(type="sparse_train", strength=0.0, epochs=1)
+    p = ScaleSparsityParams(strength=0.0, epochs=1)
     state = toy_state()
     ctx = RunContext(parse_recipe(recipe(SYNTHETIC)), tmp_path, torch.device("cpu"), pass_dir=tmp_path)
     assert regularizer(p, state, ctx) is None
-    assert regularizer(SparseTrainParams(type="sparse_train", method="group_norm", strength=0.0), state, ctx) is None
+    assert regularizer(ScaleSparsityParams(method="group_norm", strength=0.0), state, ctx) is None
     plain, sparse = toy_state(), toy_state()
     run_pass(plain, {"type": "train", "epochs": 1}, SYNTHETIC, tmp_path / "train")
     run_pass(sparse, {"type": "sparse_train", "strength": 0.0, "epochs": 1}, SYNTHETIC, tmp_path / "sparse")

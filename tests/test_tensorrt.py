@@ -51,8 +51,7 @@ def exported(tmp_path):
     return state, ctx
 
 
-def export_tensorrt(state, ctx, **params):
-    ctx.metrics = {}
+def export_tensorrt(state, ctx, **params) -> dict:
     pass_params = ExportTensorRT.Params.model_validate({"type": "export_tensorrt", **params})
     return ExportTensorRT(pass_params).run(state, ctx)
 
@@ -60,8 +59,8 @@ def export_tensorrt(state, ctx, **params):
 @without_tensorrt
 def test_without_tensorrt_the_pass_writes_build_engine_sh(exported):
     state, ctx = exported
-    export_tensorrt(state, ctx, precision="fp16", sparse_weights=True)
-    assert ctx.metrics["skipped"] == "no TensorRT here"
+    metrics = export_tensorrt(state, ctx, precision="fp16", sparse_weights=True)
+    assert metrics["skipped"] == "no TensorRT here"
     script = ctx.run_dir / "build_engine.sh"
     assert os.access(script, os.X_OK) and subprocess.run(["bash", "-n", str(script)]).returncode == 0
     lines = script.read_text().splitlines()
@@ -73,13 +72,13 @@ def test_without_tensorrt_the_pass_writes_build_engine_sh(exported):
     fp16 = onnx.load(str(ctx.run_dir / "model.fp16.onnx"))
     assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
-    assert ctx.metrics["fp16_onnx"]["top1_agreement"] > 0.9
+    assert metrics["fp16_onnx"]["top1_agreement"] > 0.9
 
 
 @without_tensorrt
 def test_build_engine_sh_runs_the_command_made_for_the_installed_tensorrt(exported, tmp_path):
     state, ctx = exported
-    export_tensorrt(state, ctx, precision="fp16")
+    metrics = export_tensorrt(state, ctx, precision="fp16")
     # A stand-in for trtexec (absent here) that prints TensorRT's version banner and its arguments.
     trtexec = tmp_path / "trtexec"
     trtexec.write_text('#!/bin/sh\necho "&&&& RUNNING TensorRT.trtexec [TensorRT v$BANNER] # trtexec $*"\n')
@@ -102,8 +101,8 @@ def test_required_fails_and_int8_is_skipped_without_tensorrt(exported):
     state, ctx = exported
     with pytest.raises(CompressorError, match="required: true, but no TensorRT here"):
         export_tensorrt(state, ctx, required=True)
-    export_tensorrt(state, ctx, precision="int8")
-    assert ctx.metrics["skipped"].startswith("no TensorRT here; int8 calibrates with TensorRT 10")
+    metrics = export_tensorrt(state, ctx, precision="int8")
+    assert metrics["skipped"].startswith("no TensorRT here; int8 calibrates with TensorRT 10")
     assert not (ctx.run_dir / "build_engine.sh").exists()  # trtexec --int8 without calibration would be wrong
 
 
@@ -118,14 +117,14 @@ def test_export_tensorrt_checks_its_inputs(exported):
 
 def test_sparse_weights_turn_on_when_the_onnx_has_two_four_layers(exported):
     state, ctx = exported
-    export_tensorrt(state, ctx, precision="fp32")
-    assert ctx.metrics["sparse_weights"] is False and ctx.metrics["two_four_layers"].startswith("0/")
+    metrics = export_tensorrt(state, ctx, precision="fp32")
+    assert metrics["sparse_weights"] is False and metrics["two_four_layers"].startswith("0/")
     weight = state.model.fc.weight
     with torch.no_grad():  # two zeros in every four consecutive inputs of the classifier
         weight.mul_(torch.tensor([0.0, 0.0, 1.0, 1.0]).repeat(weight.shape[0], weight.shape[1] // 4))
     ox.export(state.model, state.input_shape, Path(state.artifacts["onnx"]), dynamo=False)
-    export_tensorrt(state, ctx, precision="fp32")
-    assert ctx.metrics["sparse_weights"] is True and ctx.metrics["two_four_layers"].startswith("1/")
+    metrics = export_tensorrt(state, ctx, precision="fp32")
+    assert metrics["sparse_weights"] is True and metrics["two_four_layers"].startswith("1/")
     assert "--sparsity=enable" in (ctx.run_dir / "build_engine.sh").read_text()
 
 
@@ -133,8 +132,8 @@ def test_sparse_weights_turn_on_when_the_onnx_has_two_four_layers(exported):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnxruntime_and_runs_every_batch_of_its_profile(exported, precision):
     state, ctx = exported
-    export_tensorrt(state, ctx, precision=precision)
-    assert ctx.metrics["tensorrt"] == rt.installed_version() and ctx.metrics["top1_agreement"] > 0.95
+    metrics = export_tensorrt(state, ctx, precision=precision)
+    assert metrics["tensorrt"] == rt.installed_version() and metrics["top1_agreement"] > 0.95
     engine = rt.Engine(Path(state.artifacts["engine"]))
     for batch in (1, 32):
         assert engine(torch.randn(batch, 1, 16, 16))["logits"].shape == (batch, 10)

@@ -52,27 +52,26 @@ def register(app: typer.Typer) -> None:
         """Sensitivity: each prunable channel group and attention block pruned alone at a few ratios,
         with the accuracy drop and MACs saved; writes a table, a PNG heat map and a `ratios:`
         suggestion for the prune pass."""
-        from compressor.pipeline import RunContext, resolve_device
+        from compressor.files import atomic_write
         from compressor.passes.prune import PruneParams
-        from compressor.pruning.engine import Plan
+        from compressor.pipeline import RunContext, resolve_device
         from compressor.pruning.graph import match_modules, survey
         from compressor.pruning.importance import NEEDS_GRADIENTS, accumulate_gradients
         from compressor.pruning.sensitivity import analyse, plot, ratios_yaml, suggest
         from compressor.recipe import load_recipe
-        from compressor.state import atomic_write
         from compressor.training import evaluate
 
         fractions = _ratios(ratios)
         parsed = load_recipe(recipe, set_ or [])
         folder = out or Path("runs") / f"{parsed.name}-sensitivity"
         ctx = RunContext(parsed, folder, resolve_device(parsed.device))
-        p = next((q for q in parsed.passes if q.type == "prune"), None) or PruneParams(type="prune")
+        p = next((q for q in parsed.passes if q.type == "prune"), None) or PruneParams()
         model = ctx.baseline().to(ctx.device)
         example = ctx.data.example_input().to(ctx.device)
         found = survey(model, example, match_modules(model, p.ignore, "ignore"))
         if p.importance in NEEDS_GRADIENTS:
             accumulate_gradients(model, ctx.data.train, ctx.device, p.taylor_batches)
-        plan = Plan(p.importance, p.norm, False, p.round_to, p.max_ratio_per_layer, {}, p.heads)
+        plan = p.unit_plan(model)
         console.print(f"{len(found.prunable)} channel groups and {len(found.heads)} attention blocks, "
                       f"each pruned at {', '.join(map(str, fractions))} and evaluated on "
                       f"{ctx.data.eval.num_samples} images")

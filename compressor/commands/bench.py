@@ -11,33 +11,6 @@ from pydantic import ValidationError
 from compressor.commands import friendly
 from compressor.errors import CompressorError
 
-ENGINE_SUFFIXES = (".engine", ".plan")
-
-
-def locate(path: Path) -> str:
-    """What `path` is: run | checkpoint | onnx | engine."""
-    if path.is_file() and path.suffix == ".onnx":
-        return "onnx"
-    if path.is_file() and path.suffix in ENGINE_SUFFIXES:
-        return "engine"
-    if (path / "state.json").is_file():
-        return "checkpoint"
-    if any(path.glob("[0-9][0-9]-*/state.json")):
-        return "run"
-    raise CompressorError(f"'{path}' is not an .onnx file, a TensorRT engine ({', '.join(ENGINE_SUFFIXES)}), "
-                          "a checkpoint folder (with state.json) or a run folder")
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    return sorted(run_dir.glob("[0-9][0-9]-*/state.json"))[-1].parent
-
-
-def run_recipe(run_dir: Path):
-    """The model and data a run was made with, from the recipe its folder keeps (its passes are not needed)."""
-    from compressor.recipe import parse_recipe, read_yaml
-
-    return parse_recipe({**read_yaml(run_dir / "recipe.yaml"), "passes": []}, str(run_dir / "recipe.yaml"))
-
 
 def benchmark_params(values: dict):
     from compressor.passes.benchmark import BenchmarkParams
@@ -54,16 +27,15 @@ def benchmark_params(values: dict):
 
 def run_candidates(run_dir: Path, stages_choice: str):
     """Every stage of a finished run, as the benchmark pass would time it."""
-    from compressor.passes.benchmark import split_stages, stage_candidates
-    from compressor.pipeline import RunContext, resolve_device
+    from compressor.models import load_model
+    from compressor.passes.benchmark import chosen_stages, stage_candidates
+    from compressor.runs import last_checkpoint, run_recipe
     from compressor.state import read_meta
 
     meta = read_meta(last_checkpoint(run_dir))
-    stages = split_stages(meta["records"])
-    if stages_choice == "ends" and len(stages) > 1:
-        stages = [stages[0], stages[-1]]
-    context = RunContext(run_recipe(run_dir), run_dir, resolve_device("auto"))
-    candidates = stage_candidates(stages, run_dir, context.baseline)
+    stages = chosen_stages(meta["records"], stages_choice)
+    model = run_recipe(run_dir).model
+    candidates = stage_candidates(stages, run_dir, lambda: load_model(model))
     summaries = [s.summary(first=i == 0) for i, s in enumerate(stages)]
     return candidates, summaries, tuple(meta["input_shape"])
 
@@ -97,6 +69,8 @@ def file_candidate(path: Path, kind: str):
 
 def file_candidates(path: Path, kind: str, baseline: Path | None):
     """PATH, after --baseline where given, with what the report needs of each."""
+    from compressor.runs import locate
+
     found = [file_candidate(baseline, locate(baseline))] if baseline else []
     found.append(file_candidate(path, kind))
     shapes = {shape for _, _, shape in found}
@@ -131,11 +105,12 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results here")] = None,
     ):
         """Time models side by side: every stage of a run against its unmodified model, or PATH against --baseline."""
+        from compressor.files import atomic_write
         from compressor.passes.benchmark import benchmark
         from compressor.pipeline import resolve_device
         from compressor.report import print_table
         from compressor.report.tables import latency_table
-        from compressor.state import atomic_write
+        from compressor.runs import locate
 
         kind = locate(path)
         p = benchmark_params({"backends": backend or DEFAULT_BACKENDS[kind], "batch_sizes": batch, "warmup": warmup,

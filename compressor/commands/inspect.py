@@ -21,16 +21,6 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _kwargs(assignments: list[str]) -> dict:
-    from compressor.recipe import parse_value
-
-    pairs = [a.partition("=") for a in assignments]
-    bad = [a for a, (key, eq, _) in zip(assignments, pairs) if not key or not eq]
-    if bad:
-        raise CompressorError(f"--arg '{bad[0]}' must look like name=value (e.g. num_classes=10)")
-    return {key: parse_value(value) for key, _, value in pairs}
-
-
 def _listed(names: list[str], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f" … (+{len(names) - limit})" if len(names) > limit else "")
 
@@ -95,10 +85,13 @@ def register(app: typer.Typer) -> None:
     ):
         """Params, MACs, the prunable channel groups and attention heads, and every layer that cannot
         be pruned with the reason (for an .onnx file: each weight's N:M sparsity)."""
-        from compressor.pruning.inspection import inspect_model, load_target
+        from compressor.pruning.inspection import inspect_model
+        from compressor.recipe import parse_assignments
+        from compressor.runs import load_target
 
         if target.endswith(".onnx"):
             print_onnx(Path(target))
             return
-        model, shape, title, patterns = load_target(target, _shape(input_shape), _kwargs(arg or []))
+        kwargs = parse_assignments(arg, "--arg", "name", "num_classes=10")
+        model, shape, title, patterns = load_target(target, _shape(input_shape), kwargs)
         print_inspection(inspect_model(model, shape, title, [*patterns, *(ignore or [])]))

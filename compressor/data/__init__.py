@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from compressor.inputs import example_input
 from compressor.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -19,7 +20,7 @@ class DataBundle:
     preprocessing: dict  # written into exported models so deployers feed the same numbers
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
-        return torch.randn(batch, *self.input_shape, generator=torch.Generator().manual_seed(0))
+        return example_input(self.input_shape, batch)
 
 
 def load_data(spec, seed: int) -> DataBundle:

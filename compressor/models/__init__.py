@@ -105,3 +105,11 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: str) 
             "check model.source/kwargs/num_classes against the checkpoint"
         )
     model.load_state_dict(state, strict=True)
+
+
+def load_model(spec) -> nn.Module:
+    """The model a ModelSpec describes (source, factory arguments, optional weights), in eval mode."""
+    model = build_model(spec.source, spec.factory_kwargs())
+    if spec.checkpoint:
+        load_weights(model, read_state_dict(Path(spec.checkpoint)), f"'{spec.checkpoint}'")
+    return model.eval()

@@ -11,13 +11,14 @@ from pydantic import Field, field_validator, model_validator
 
 from compressor.console import console
 from compressor.passes import Pass, register_pass
-from compressor.recipe import PassParams
+from compressor.schema import PassParams
 from compressor.runtime.backends import Candidate, Settings
 from compressor.runtime.compare import measure
 from compressor.state import load_checkpoint
 
 
 class BenchmarkParams(PassParams):
+    type: Literal["benchmark"] = "benchmark"
     backends: list[Literal["torch", "onnxruntime", "tensorrt"]] = Field(
         ["torch", "onnxruntime"], min_length=1,
         description="torch (on CUDA also as a CUDA graph), onnxruntime (CPU; CUDA and TensorRT EPs too where "
@@ -79,6 +80,12 @@ def split_stages(records: list[dict]) -> list[Stage]:
     return stages
 
 
+def chosen_stages(records: list[dict], choice: str) -> list[Stage]:
+    """The stages to time: all, or the ends (the unmodified model and the last)."""
+    stages = split_stages(records)
+    return [stages[0], stages[-1]] if choice == "ends" and len(stages) > 1 else stages
+
+
 def stage_candidates(stages: list[Stage], run_dir: Path, baseline: Callable[[], nn.Module],
                      current: tuple[nn.Module, dict] | None = None) -> list[Candidate]:
     """Each stage's model as its last checkpoint left it; `current` (the model and masks in hand)
@@ -110,20 +117,17 @@ def benchmark(candidates: list[Candidate], p: BenchmarkParams, device: torch.dev
     return {"latency": rows, "skipped": skipped + notes, "threads": threads, "precision": p.precision}
 
 
-@register_pass("benchmark")
+@register_pass
 class Benchmark(Pass):
     """p50/p90/p99 latency and throughput of each stage vs the unmodified model, interleaved in one process."""
 
     Params = BenchmarkParams
 
-    def run(self, state, ctx):
-        stages = split_stages(state.records)
-        if self.params.stages == "ends":
-            stages = [stages[0], stages[-1]] if len(stages) > 1 else stages
+    def run(self, state, ctx) -> dict:
+        stages = chosen_stages(state.records, self.params.stages)
         candidates = stage_candidates(stages, ctx.run_dir, ctx.baseline, (state.model, state.masks))
         try:
             metrics = benchmark(candidates, self.params, ctx.device, state.input_shape)
         finally:
             state.model.to(ctx.device)
-        ctx.metrics.update(stages=[s.summary(first=i == 0) for i, s in enumerate(stages)], **metrics)
-        return state
+        return {"stages": [s.summary(first=i == 0) for i, s in enumerate(stages)], **metrics}

@@ -3,7 +3,6 @@ before the first pruning pass) with logit losses (kd, dkd, optionally standardis
 feature losses (cwd, mse/fitnet) on paired layers, in the one training loop."""
 
 import inspect
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -17,9 +16,9 @@ from compressor.distill.losses import FEATURE_LOSSES, LOGIT_LOSSES
 from compressor.distill.pairing import Pair, pair_layers
 from compressor.distill.terms import FeatureTerm, LogitTerm, Schedule, Teacher
 from compressor.errors import CompressorError
-from compressor.models import build_model, load_weights, read_state_dict
+from compressor.models import load_model
 from compressor.passes import Pass, register_pass
-from compressor.recipe import ModelSpec, Strict
+from compressor.schema import ModelSpec, PassParams, Strict
 from compressor.registry import Registry
 from compressor.training import TrainParams, fit
 
@@ -102,7 +101,8 @@ class FeatureSpec(LossSpec):
         return value
 
 
-class DistillParams(TrainParams):
+class DistillParams(PassParams, TrainParams):
+    type: Literal["distill"] = "distill"
     teacher: ModelSpec | None = Field(
         None, description="{source, checkpoint, kwargs}; default: the model before the first prune pass")
     ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label cross-entropy")
@@ -121,11 +121,8 @@ def load_teacher(state, ctx, spec: ModelSpec | None) -> tuple[nn.Module, str, bo
     """The teacher, a line saying where it came from, and whether it is the unpruned source
     model (then the pruning history tells which of its channels the student kept)."""
     if spec is not None:
-        model = build_model(spec.source, spec.factory_kwargs())
-        if spec.checkpoint:
-            load_weights(model, read_state_dict(Path(spec.checkpoint)), f"'{spec.checkpoint}'")
         same = {"source": spec.source, "kwargs": spec.factory_kwargs()} == state.source
-        return model.eval(), f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", same
+        return load_model(spec), f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", same
     if state.teacher is not None:
         return state.teacher, f"snapshot before the first prune (after {state.teacher_pass})", True
     return ctx.baseline(), "the recipe's model (no prune pass before distill took a snapshot)", True
@@ -152,14 +149,14 @@ def feature_pairs(state, teacher: nn.Module, spec: FeatureSpec, example: torch.T
     return pairs, "kept-channel selection" if kept is not None else "default"
 
 
-@register_pass("distill")
+@register_pass
 class Distill(Pass):
     """Recovery by distillation from the unpruned model: kd/dkd on logits, cwd/mse on features."""
 
     Params = DistillParams
     trains = True
 
-    def run(self, state, ctx):
+    def run(self, state, ctx) -> dict:
         p = self.params
         state.model.to(ctx.device)
         teacher, origin, is_source = load_teacher(state, ctx, p.teacher)
@@ -182,7 +179,6 @@ class Distill(Pass):
             console.print(f"  {p.features.loss}: student {x.student} ← teacher {x.teacher}{via}")
         metrics = fit(state, ctx, p, terms, desc="distill", ce_weight=p.ce_weight)
         save_adapters(pairs, ctx.pass_dir / ADAPTERS_FILE)
-        ctx.metrics.update(teacher=origin, adapter_init=adapter_init,
-                           pairs=[{"student": x.student, "teacher": x.teacher, "adapter": x.adapter is not None}
-                                  for x in pairs], **metrics)
-        return state
+        return {"teacher": origin, "adapter_init": adapter_init,
+                "pairs": [{"student": x.student, "teacher": x.teacher, "adapter": x.adapter is not None} for x in pairs],
+                **metrics}

@@ -1,16 +1,19 @@
 """ONNX export, checked by onnx.checker and by onnxruntime against torch on real inputs."""
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 
 from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.passes import Pass, register_pass
-from compressor.recipe import PassParams
+from compressor.schema import PassParams
 from compressor.runtime import onnx as ox
 
 
 class ExportOnnxParams(PassParams):
+    type: Literal["export_onnx"] = "export_onnx"
     opset: int = Field(18, ge=13, description="ONNX opset")
     dynamic_batch: bool = Field(True, description="batch dimension left free")
     batch_size: int = Field(1, gt=0, description="the fixed batch when dynamic_batch is false")
@@ -32,13 +35,13 @@ def first_inputs(loader, n: int) -> torch.Tensor:
     return torch.cat(batches)[:n]
 
 
-@register_pass("export_onnx")
+@register_pass
 class ExportOnnx(Pass):
     """ONNX export with a full onnx.checker check and onnxruntime-vs-torch parity on real inputs."""
 
     Params = ExportOnnxParams
 
-    def run(self, state, ctx):
+    def run(self, state, ctx) -> dict:
         p = self.params
         path = ctx.run_dir / p.filename
         model = state.model.cpu().eval()
@@ -62,8 +65,8 @@ class ExportOnnx(Pass):
             inputs = inputs[: len(inputs) // p.batch_size * p.batch_size]
         check = ox.parity(model, path, inputs, p.atol, p.rtol)
         state.artifacts["onnx"] = str(path)
-        ctx.metrics.update(exporter=exporter, opset=p.opset, dynamic_batch=p.dynamic_batch, simplified=p.simplify,
-                           file=str(path), size_mb=round(path.stat().st_size / 2**20, 3), **check)
-        console.print(f"  {path} ({exporter} exporter, {ctx.metrics['size_mb']} MB): onnxruntime matches torch "
+        size_mb = round(path.stat().st_size / 2**20, 3)
+        console.print(f"  {path} ({exporter} exporter, {size_mb} MB): onnxruntime matches torch "
                       f"within {check['max_abs_diff']:.2g} on {check['samples']} evaluation inputs")
-        return state
+        return {"exporter": exporter, "opset": p.opset, "dynamic_batch": p.dynamic_batch, "simplified": p.simplify,
+                "file": str(path), "size_mb": size_mb, **check}

@@ -13,7 +13,7 @@ from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.passes import Pass, register_pass
 from compressor.passes.export_onnx import first_inputs
-from compressor.recipe import PassParams
+from compressor.schema import PassParams
 from compressor.runtime import onnx as ox
 from compressor.runtime import tensorrt as rt
 
@@ -23,6 +23,7 @@ SCRIPT = "build_engine.sh"
 
 
 class ExportTensorRTParams(PassParams):
+    type: Literal["export_tensorrt"] = "export_tensorrt"
     precision: Literal["fp32", "fp16", "int8"] = Field(
         "fp16", description="TensorRT 10: builder flags; 11: fp16 comes from an fp16 ONNX written beside the "
                             "ONNX; int8 needs TensorRT 10 here to calibrate on evaluation images")
@@ -68,7 +69,7 @@ def parity_inputs(ctx, samples: int, multiple: int):
     return images[: len(images) // multiple * multiple]
 
 
-@register_pass("export_tensorrt")
+@register_pass
 class ExportTensorRT(Pass):
     """TensorRT engine checked against onnxruntime; build_engine.sh for the target where TensorRT is absent.
 
@@ -77,7 +78,7 @@ class ExportTensorRT(Pass):
 
     Params = ExportTensorRTParams
 
-    def run(self, state, ctx):
+    def run(self, state, ctx) -> dict:
         p = self.params
         if not state.artifacts.get("onnx"):
             raise CompressorError("export_tensorrt builds from the run's ONNX: put export_onnx before it")
@@ -90,31 +91,29 @@ class ExportTensorRT(Pass):
         if reason and p.required:
             raise CompressorError(f"required: true, but {reason}; run where an NVIDIA GPU and TensorRT 10 or 11 are, "
                                   f"or drop required to get {SCRIPT} for the target device")
-        ctx.metrics.update(precision=p.precision, sparse_weights=sparse, two_four_layers=f"{sparse_layers}/{layers}",
-                           batches=[batches.min, batches.opt, batches.max] if batches else [fixed] * 3)
+        metrics = {"precision": p.precision, "sparse_weights": sparse, "two_four_layers": f"{sparse_layers}/{layers}",
+                   "batches": [batches.min, batches.opt, batches.max] if batches else [fixed] * 3}
         if reason and p.precision == "int8":
-            return self.skip(state, ctx, f"{reason}; int8 calibrates with TensorRT 10 on the target: "
+            return self.skip(metrics, f"{reason}; int8 calibrates with TensorRT 10 on the target: "
                                          "run `compress export RUN --format engine` there")
         fp16_onnx = onnx_path.with_suffix(".fp16.onnx")
         if p.precision == "fp16":  # what TensorRT 11, here or on the target, builds from
-            self.write_fp16_onnx(state, ctx, onnx_path, fp16_onnx, fixed)
+            metrics["fp16_onnx"] = self.write_fp16_onnx(state, ctx, onnx_path, fp16_onnx, fixed)
         plans = {major: self.plan(major, onnx_path, fp16_onnx, sparse, ctx.run_dir) for major in rt.SUPPORTED_MAJORS}
         if p.precision != "int8":  # trtexec --int8 without this run's calibration would quantise blindly
             shape = f"batch {batches.min}..{batches.max} tuned for {batches.opt}" if batches else f"batch {fixed}"
             rt.write_build_script(ctx.run_dir / SCRIPT, plans, p.filename, state.input_shape, batches,
                                   f"precision {p.precision}, 2:4 sparse kernels {'on' if sparse else 'off'}, {shape}.")
-            state.artifacts[SCRIPT] = ctx.metrics["script"] = str(ctx.run_dir / SCRIPT)
+            state.artifacts[SCRIPT] = metrics["script"] = str(ctx.run_dir / SCRIPT)
         if reason:
-            return self.skip(state, ctx, reason)
-        self.build(state, ctx, onnx_path, plans[rt.installed_major()], batches, fixed)
-        return state
+            return self.skip(metrics, reason)
+        return {**metrics, **self.build(state, ctx, onnx_path, plans[rt.installed_major()], batches, fixed)}
 
     @staticmethod
-    def skip(state, ctx, reason: str):
-        ctx.metrics["skipped"] = reason
-        where = f"; wrote {ctx.metrics['script']}: run it on the target device" if "script" in ctx.metrics else ""
+    def skip(metrics: dict, reason: str) -> dict:
+        where = f"; wrote {metrics['script']}: run it on the target device" if "script" in metrics else ""
         console.print(f"  [yellow]skipped:[/yellow] {reason}{where}")
-        return state
+        return {**metrics, "skipped": reason}
 
     def plan(self, major: int, onnx_path: Path, fp16_onnx: Path, sparse: bool, run_dir: Path) -> rt.BuildPlan | str:
         """The plan for one major version, or why that version cannot build this precision."""
@@ -124,7 +123,7 @@ class ExportTensorRT(Pass):
         except CompressorError as e:
             return str(e)
 
-    def write_fp16_onnx(self, state, ctx, onnx_path: Path, fp16_onnx: Path, fixed: int | None) -> None:
+    def write_fp16_onnx(self, state, ctx, onnx_path: Path, fp16_onnx: Path, fixed: int | None) -> dict:
         """Strongly typed TensorRT takes its precision from the ONNX: fp16 weights and math, fp32 at the edges."""
         model = copy.deepcopy(state.model).cpu().eval()
         ox.bake_masks(model, state.masks)
@@ -138,10 +137,10 @@ class ExportTensorRT(Pass):
         check = ox.compare(ox.run_onnx(onnx_path, inputs), ox.run_onnx(fp16_onnx, inputs), atol, rtol,
                            "fp16 ONNX", "the fp32 ONNX", "this model loses too much in fp16: use precision fp32")
         state.artifacts["onnx_fp16"] = str(fp16_onnx)
-        ctx.metrics["fp16_onnx"] = {"file": str(fp16_onnx), **check}
+        return {"file": str(fp16_onnx), **check}
 
     def build(self, state, ctx, onnx_path: Path, plan: rt.BuildPlan | str, batches: rt.BatchRange | None,
-              fixed: int | None) -> None:
+              fixed: int | None) -> dict:
         p = self.params
         if isinstance(plan, str):
             raise CompressorError(plan)
@@ -157,8 +156,8 @@ class ExportTensorRT(Pass):
         check = rt.engine_parity(engine_path, onnx_path, parity_inputs(ctx, p.parity_samples, chunk), chunk,
                                  atol if p.atol is None else p.atol, rtol if p.rtol is None else p.rtol)
         state.artifacts["engine"] = str(engine_path)
-        ctx.metrics.update(tensorrt=rt.installed_version(), flags=list(plan.builder_flags), onnx=plan.onnx_file,
-                           file=str(engine_path), size_mb=round(engine_path.stat().st_size / 2**20, 3), **check)
         console.print(f"  {engine_path} (TensorRT {rt.installed_version()}, {p.precision}, flags "
                       f"{', '.join(plan.builder_flags) or 'none'}): matches onnxruntime within "
                       f"{check['max_abs_diff']:.2g}, top-1 agreement {check['top1_agreement']:.1%}")
+        return {"tensorrt": rt.installed_version(), "flags": list(plan.builder_flags), "onnx": plan.onnx_file,
+                "file": str(engine_path), "size_mb": round(engine_path.stat().st_size / 2**20, 3), **check}

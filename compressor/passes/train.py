@@ -1,14 +1,20 @@
+from typing import Literal
+
 from compressor.passes import Pass, register_pass
+from compressor.schema import PassParams
 from compressor.training import TrainParams, fit
 
 
-@register_pass("train")
+class TrainPassParams(PassParams, TrainParams):
+    type: Literal["train"] = "train"
+
+
+@register_pass
 class Train(Pass):
     """Dense training or fine-tuning with cross-entropy (masks from earlier passes are kept)."""
 
-    Params = TrainParams
+    Params = TrainPassParams
     trains = True
 
-    def run(self, state, ctx):
-        ctx.metrics.update(fit(state, ctx, self.params, desc="train"))
-        return state
+    def run(self, state, ctx) -> dict:
+        return fit(state, ctx, self.params, desc="train")

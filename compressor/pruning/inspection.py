@@ -3,12 +3,12 @@ that can be pruned, and every layer that cannot be, with the reason."""
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from compressor.errors import CompressorError
+from compressor.inputs import example_input
 from compressor.measure import count_macs_params
 from compressor.pruning.diagnose import forward_or_explain
 from compressor.pruning.engine import Plan, clone, prune_channels, replay
@@ -63,40 +63,10 @@ def breaking_groups(model: nn.Module, example: torch.Tensor, found: Survey) -> d
 
 def inspect_model(model: nn.Module, input_shape, title: str, ignore: list[str] = ()) -> Inspection:
     model = model.eval()
-    example = torch.randn(1, *input_shape)
+    example = example_input(input_shape)
     found = survey(model, example, match_modules(model, ignore, "ignore"))
     broken = breaking_groups(model, example, found)
     for group in found.groups:
         if group.root in broken:
             group.reason = broken[group.root]
     return Inspection(title, tuple(input_shape), *count_macs_params(model, example), found, broken)
-
-
-def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict) -> tuple[nn.Module, tuple, str, list[str]]:
-    """A model to inspect from a model source, a recipe or a run folder: (model, input shape,
-    title, the ignore patterns of the recipe's prune pass)."""
-    path = Path(target)
-    if path.suffix in (".yaml", ".yml"):
-        from compressor.data import load_data
-        from compressor.pipeline import RunContext, resolve_device
-        from compressor.recipe import load_recipe
-
-        recipe = load_recipe(path)
-        ctx = RunContext(recipe, Path("."), resolve_device("cpu"))
-        shape = load_data(recipe.data, recipe.seed).input_shape
-        prune = next((p for p in recipe.passes if p.type == "prune"), None)
-        return ctx.baseline(), tuple(shape), f"{recipe.model.source} (recipe {path})", list(getattr(prune, "ignore", []))
-    if path.is_dir():
-        from compressor.state import STATE_FILE, load_checkpoint
-
-        folders = [path] if (path / STATE_FILE).is_file() else sorted(p.parent for p in path.glob(f"*/{STATE_FILE}"))
-        if not folders:
-            raise CompressorError(f"'{path}' holds no checkpoint (no {STATE_FILE} in it or in its pass folders)")
-        state = load_checkpoint(folders[-1])
-        return state.model, state.input_shape, f"{state.source['source']} after {folders[-1]}", []
-    if ":" not in target:
-        raise CompressorError(f"'{target}' is neither a model source (torchvision:resnet50, zoo:resnet20 …), "
-                              "a recipe (.yaml), a run folder nor an .onnx file")
-    from compressor.models import build_model
-
-    return build_model(target, kwargs), input_shape, target, []

@@ -10,9 +10,11 @@ import torch.nn as nn
 
 from compressor.errors import CompressorError
 from compressor.models import build_model
-from compressor.passes.prune import PruneParams, prune_to
-from compressor.pruning.attention import attention_heads
+from compressor.inputs import example_input
 from compressor.measure import count_macs_params
+from compressor.pruning.attention import attention_heads
+from compressor.pruning.engine import Plan, prune_step
+from compressor.pruning.graph import survey
 from compressor.runtime import onnx as ox
 
 # The issue's list; transformers take their image size as an argument, CNNs any input.
@@ -44,12 +46,12 @@ def check(name: str, size: int, ratio: float, workdir: Path) -> dict:
     """One row of the sweep: what pruning `name` at `ratio` did, or the error that stopped it."""
     torch.manual_seed(0)
     model, shape = build(name, size), (3, size, size)
-    example = torch.randn(1, *shape)
+    example = example_input(shape)
     macs, params = count_macs_params(model, example)
     row = {"model": name, "input": f"{size}×{size}", "heads_before": heads(model)}
     start = time.perf_counter()
     try:
-        prune_to(model, example, PruneParams(type="prune", ratio=ratio), ratio)
+        prune_step(model, example, Plan(), ratio, survey(model, example))
         pruned_macs, pruned_params = count_macs_params(model, example)
         path = workdir / f"{name}.onnx"
         exporter = ox.export(model, shape, path)

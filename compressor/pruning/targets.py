@@ -1,6 +1,7 @@
-"""How much to prune. `bisect` finds the least pruning that lands a model on a MACs or
-parameter budget; `search_latency` lands it on a latency measured on a real backend
-(ZipLM's point: the target is what the device shows, not what MACs promise)."""
+"""How much to prune. A search gives each pruning step its pruned copy: by a fixed ratio, by a
+MACs or parameter budget (`bisect` finds the least pruning that lands on it), or by a latency
+measured on a real backend (ZipLM's point: the target is what the device shows, not what MACs
+promise)."""
 
 import copy
 import statistics
@@ -14,7 +15,7 @@ import torch.nn as nn
 
 from compressor.errors import CompressorError
 from compressor.measure import count_macs_params
-from compressor.pruning.engine import Plan, clone, prune_step
+from compressor.pruning.engine import Plan, clone, prune_step, step_share
 from compressor.pruning.graph import GroupFailure, Survey, explain_group_failure
 from compressor.runtime import onnx as ox
 from compressor.runtime.backends import BACKENDS, Candidate, Settings
@@ -120,49 +121,112 @@ def _next_fraction(points: list[tuple[float, float]], goal: float) -> float:
     return min(max(guess, 0.01), 0.999)
 
 
-def search_latency(model: nn.Module, example: torch.Tensor, plan: Plan, survey: Survey, probe: LatencyProbe,
-                   key: str, goal: float, start: float, tolerance: float, max_trials: int,
-                   log: Callable[[dict], None]) -> Trial:
-    """Prunes copies of `model` to MACs fractions predicted from the latencies measured so far,
-    until one measures at `goal` or up to `tolerance` below it. `key` is what the goal is on:
-    'latency_ms' or 'relative' (1 / speedup over the reference). `start` is the value `model`
-    measures. Returns the least-pruned copy that met the goal.
+class RatioSearch:
+    """Every step removes the same share of channels, so that `steps` of them remove `ratio`."""
 
-    Measurements on a shared machine are noisy, so the search keeps a bracket: it never again
-    asks for as many MACs as a copy that missed the goal, nor as few as one that met it."""
-    macs, params = count_macs_params(model, example)
-    if start <= goal:
-        return Trial(0.0, clone(model), [], macs, params)
-    aim = goal * (1 - tolerance / 2)  # the middle of the accepted band
-    points, best, missed = [(1.0, start)], None, 1.0  # missed: the fewest MACs that missed the goal
-    for _ in range(max_trials):
-        met_at = best.macs / macs if best else 0.0
-        fraction = min(max(_next_fraction(points, aim), met_at * 1.01), missed * 0.97)
-        if fraction <= met_at:
-            break  # the bracket has closed
+    def __init__(self, plan: Plan, ratio: float, steps: int):
+        self.plan, self.ratio = plan, step_share(ratio, steps)
+
+    def trial(self, model: nn.Module, example: torch.Tensor, survey: Survey, step: int, share: float) -> Trial:
+        return prune_copy(model, example, self.plan, self.ratio, survey)
+
+    def metrics(self) -> dict:
+        return {}
+
+    def close(self) -> None: ...
+
+
+class BudgetSearch:
+    """Lands each step on its share of a MACs or parameter budget: after `share` of the steps,
+    `start · fraction^share` of the starting count is left."""
+
+    def __init__(self, plan: Plan, key: str, start: int, fraction: float):
+        self.plan, self.key, self.start, self.fraction = plan, key, start, fraction
+
+    def trial(self, model: nn.Module, example: torch.Tensor, survey: Survey, step: int, share: float) -> Trial:
+        return bisect(model, example, self.plan, survey, self.key, self.start * self.fraction ** share)
+
+    def metrics(self) -> dict:
+        return {}
+
+    def close(self) -> None: ...
+
+
+class LatencySearch:
+    """Lands each step on its share of a latency goal measured by `probe`: `key` is
+    'latency_ms', or 'relative' (1 / speedup over the probe's reference). After `share` of the
+    steps the goal is `start · fraction^share`, `start` being what the unpruned model measures.
+
+    Each step prunes copies to MACs fractions predicted from the latencies measured so far,
+    until one measures at the goal or up to `tolerance` below it, and keeps the least-pruned
+    copy that met it. Measurements on a shared machine are noisy, so the search keeps a
+    bracket: it never again asks for as many MACs as a copy that missed the goal, nor as few as
+    one that met it."""
+
+    def __init__(self, plan: Plan, probe: LatencyProbe, key: str, start: float, fraction: float, tolerance: float,
+                 max_trials: int, log: Callable[[int, int, dict], None]):
+        self.plan, self.probe, self.key = plan, probe, key
+        self.start, self.fraction, self.tolerance, self.max_trials, self.log = start, fraction, tolerance, max_trials, log
+        self.current = start  # what the model the next step starts from measures
+        self.trials: list[dict] = []
+        self.reached: dict | None = None
+
+    def trial(self, model: nn.Module, example: torch.Tensor, survey: Survey, step: int, share: float) -> Trial:
+        goal = self.start * self.fraction ** share
+        macs, params = count_macs_params(model, example)
+        if self.current <= goal:
+            self.reached = None
+            return Trial(0.0, clone(model), [], macs, params)
+        best = self._search(model, example, survey, step, goal, macs)
+        self.current, self.reached = best.measured[self.key], best.measured
+        return best
+
+    def _search(self, model, example, survey: Survey, step: int, goal: float, macs: int) -> Trial:
+        aim = goal * (1 - self.tolerance / 2)  # the middle of the accepted band
+        points, best, missed = [(1.0, self.current)], None, 1.0  # missed: the fewest MACs that missed the goal
+        for _ in range(self.max_trials):
+            met_at = best.macs / macs if best else 0.0
+            fraction = min(max(_next_fraction(points, aim), met_at * 1.01), missed * 0.97)
+            if fraction <= met_at:
+                break  # the bracket has closed
+            trial = self._pruned_to(model, example, survey, fraction * macs)
+            kept = trial.macs / macs
+            if kept <= met_at or kept >= missed:
+                break  # MACs come in steps (round_to, heads): no untried model lies inside the bracket
+            measured, met = self._measure(trial, kept, goal, step)
+            points.append((kept, measured[self.key]))
+            if met:
+                best, trial.measured = trial, measured
+                if measured[self.key] >= goal * (1 - self.tolerance):
+                    break
+            elif trial.ratio >= self.plan.max_ratio:
+                break  # nothing more to remove
+            else:
+                missed = kept
+        if best is None:
+            raise CompressorError(
+                f"latency target not met: after {len(points) - 1} measured trials the best is "
+                f"{min(v for _, v in points):.3g} against {goal:.3g} ({self.key}); raise max_ratio_per_layer, "
+                "un-ignore layers, or ask for less")
+        return best
+
+    def _pruned_to(self, model, example, survey: Survey, macs: float) -> Trial:
         try:
-            trial = bisect(model, example, plan, survey, "macs", fraction * macs)
+            return bisect(model, example, self.plan, survey, "macs", macs)
         except CompressorError:  # asked for more than the layer limits allow: try the most they allow
-            trial = prune_copy(model, example, plan, plan.max_ratio, survey)
-        kept = trial.macs / macs
-        if kept <= met_at or kept >= missed:
-            break  # MACs come in steps (round_to, heads): no untried model lies inside the bracket
-        measured = probe.measure(trial.model)
+            return prune_copy(model, example, self.plan, self.plan.max_ratio, survey)
+
+    def _measure(self, trial: Trial, kept: float, goal: float, step: int) -> tuple[dict, bool]:
+        measured = self.probe.measure(trial.model)
         measured["relative"] = 1 / measured["speedup"]
-        met = measured[key] <= goal
-        log({"ratio": round(trial.ratio, 4), "macs_kept": kept, **measured, "goal": goal, "met": met})
-        points.append((kept, measured[key]))
-        if met:
-            best, trial.measured = trial, measured
-            if measured[key] >= goal * (1 - tolerance):
-                break
-        elif trial.ratio >= plan.max_ratio:
-            break  # nothing more to remove
-        else:
-            missed = kept
-    if best is None:
-        raise CompressorError(
-            f"latency target not met: after {len(points) - 1} measured trials the best is "
-            f"{min(v for _, v in points):.3g} against {goal:.3g} ({key}); raise max_ratio_per_layer, "
-            "un-ignore layers, or ask for less")
-    return best
+        met = measured[self.key] <= goal
+        row = {"ratio": round(trial.ratio, 4), "macs_kept": kept, **measured, "goal": goal, "met": met}
+        self.trials.append({"step": step, **row})
+        self.log(step, sum(t["step"] == step for t in self.trials), row)
+        return measured, met
+
+    def metrics(self) -> dict:
+        return {"latency_trials": self.trials, "latency_reached": self.reached} if self.trials else {}
+
+    def close(self) -> None:
+        self.probe.close()

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from compressor.errors import CompressorError
 from compressor.pruning.graph import match_modules
-from compressor.recipe import PassParams
+from compressor.schema import PassParams
 from compressor.sparsity.nm import parse_pattern
 
 # NVIDIA's ASP (apex.contrib.sparsity) skips weights whose sparse tensor-core GEMM would not

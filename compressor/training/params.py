@@ -4,10 +4,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from compressor.recipe import PassParams
+from compressor.schema import Strict
 
 
-class TrainParams(PassParams):
+class TrainParams(Strict):
     epochs: float = Field(1, ge=0, description="passes over the training set (fractions allowed)")
     lr: float = Field(0.05, gt=0, description="peak learning rate")
     optimizer: Literal["sgd", "adamw"] = "sgd"

@@ -20,7 +20,7 @@ from compressor.distill.terms import FeatureTerm, LogitTerm, Schedule, Teacher
 from compressor.measure import count_macs_params, human
 from compressor.models import build_model
 from compressor.passes.prune import PruneParams, prune_to
-from compressor.runtime.heap import keep_freed_memory
+from compressor.process import keep_freed_memory
 from compressor.runtime.latency import interleaved, paired_speedup, speedup_iqr
 from compressor.sparsity.regularizers import BatchNormL1, GroupNormRegularizer
 from compressor.training import Step, Term

@@ -1,0 +1,101 @@
+"""The run folder, in one place: its layout, what a path on the command line is, and what
+commands read back from a finished run.
+
+    runs/<name>/
+      recipe.yaml          the recipe as run
+      NN-type/             one folder a finished pass: state.json (complete once present),
+                           model.safetensors, masks.safetensors, the pass's own files
+"""
+
+from pathlib import Path
+
+from compressor.errors import CompressorError
+from compressor.state import STATE_FILE
+
+RECIPE_FILE = "recipe.yaml"
+PASS_GLOB = "[0-9][0-9]-*"
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def pass_folder(index: int, kind: str) -> str:
+    return f"{index:02d}-{kind}"
+
+
+def pass_folders(run_dir: Path) -> list[Path]:
+    """Every pass folder of the run, finished or not, in order."""
+    return sorted(Path(run_dir).glob(PASS_GLOB))
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (Path(folder) / STATE_FILE).is_file()
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The finished passes' folders, in order."""
+    return [f for f in pass_folders(run_dir) if is_checkpoint(f)]
+
+
+def locate(path: Path) -> str:
+    """What `path` is: run | checkpoint | onnx | engine."""
+    if path.is_file() and path.suffix == ".onnx":
+        return "onnx"
+    if path.is_file() and path.suffix in ENGINE_SUFFIXES:
+        return "engine"
+    if is_checkpoint(path):
+        return "checkpoint"
+    if path.is_dir() and checkpoints(path):
+        return "run"
+    raise CompressorError(f"'{path}' is not an .onnx file, a TensorRT engine ({', '.join(ENGINE_SUFFIXES)}), "
+                          f"a checkpoint folder (with {STATE_FILE}) or a run folder")
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    found = checkpoints(run_dir)
+    if not found:
+        raise CompressorError(f"'{run_dir}' holds no finished pass (no {PASS_GLOB}/{STATE_FILE})")
+    return found[-1]
+
+
+def run_folder_of(path: Path, kind: str) -> Path:
+    """The run folder a run or checkpoint path belongs to."""
+    return path if kind == "run" else path.parent
+
+
+def run_recipe(run_dir: Path, passes: list[dict] = (), origin: str | None = None):
+    """The recipe a run was made with: its model and data, with `passes` in place of its own
+    (errors in them are reported as coming from `origin`)."""
+    from compressor.recipe import parse_recipe, read_yaml
+
+    path = run_dir / RECIPE_FILE
+    if not path.is_file():
+        raise CompressorError(f"{run_dir} has no {RECIPE_FILE}: its model and data are unknown")
+    return parse_recipe({**read_yaml(path), "passes": list(passes)}, origin or str(path))
+
+
+def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict):
+    """A model named on the command line, from a model source, a recipe or a run folder:
+    (model, input shape, title, the ignore patterns of the recipe's prune pass)."""
+    from compressor.models import build_model, load_model
+
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml"):
+        from compressor.data import load_data
+        from compressor.recipe import load_recipe
+
+        recipe = load_recipe(path)
+        shape = load_data(recipe.data, recipe.seed).input_shape
+        prune = next((p for p in recipe.passes if p.type == "prune"), None)
+        return (load_model(recipe.model), tuple(shape), f"{recipe.model.source} (recipe {path})",
+                list(getattr(prune, "ignore", [])))
+    if path.is_dir():
+        from compressor.state import load_checkpoint
+
+        folders = [path] if is_checkpoint(path) else checkpoints(path)
+        if not folders:
+            raise CompressorError(f"'{path}' holds no checkpoint (no {STATE_FILE} in it or in its pass folders)")
+        state = load_checkpoint(folders[-1])
+        return state.model, state.input_shape, f"{state.source['source']} after {folders[-1]}", []
+    if ":" not in target:
+        raise CompressorError(f"'{target}' is neither a model source (torchvision:resnet50, zoo:resnet20 …), "
+                              "a recipe (.yaml), a run folder nor an .onnx file")
+    return build_model(target, kwargs), input_shape, target, []
