@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from compressor.commands import friendly, register_all
+from compressor.commands import TrustCode, friendly, register_all
 from compressor.console import console
 from compressor.errors import CompressorError
 
@@ -26,6 +26,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<name>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue after the last finished pass")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="delete an existing run folder first")] = False,
+    trust_code: TrustCode = False,
 ):
     """Run a recipe: every pass, a checkpoint after each, then a summary."""
     from compressor.pipeline import Pipeline
@@ -38,7 +39,7 @@ def run(
         raise CompressorError("--resume and --fresh contradict each other; pick one")
     keep_freed_memory()
     parsed = load_recipe(recipe, set_ or [])
-    pipeline = Pipeline(parsed, out or Path("runs") / parsed.name)
+    pipeline = Pipeline(parsed, out or Path("runs") / parsed.name, trust_code)
     state = pipeline.run(resume=resume, fresh=fresh)
     if distributed.is_main():  # under torchrun, rank 0 alone writes and reports
         write_report(pipeline.run_dir, parsed, state.records)

@@ -10,3 +10,19 @@ class CompressorError(Exception):
 def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+MAX_MESSAGE = 600  # characters of an error line; the rest of a long quoted value is noise
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most `limit` characters: a message may quote a stranger's file, and a
+    value in it may be megabytes long."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else f"{line[:limit]}… ({len(line) - limit} more characters)"
+
+
+def excerpt(value, limit: int = 80) -> str:
+    """A value as an error message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from compressor.errors import CompressorError
+
 
 @contextlib.contextmanager
 def replacing(path: Path):
@@ -33,3 +35,34 @@ def _umask() -> int:
 def atomic_write(path: Path, data: bytes | str) -> None:
     with replacing(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+class Staging:
+    """The files a pass replaces, each written to a temporary file beside it (`file`) and put in
+    place when the with-block ends without error. On an error the temporary files are removed,
+    the files stay as they were, and the error names the files rather than their stand-ins."""
+
+    def __init__(self):
+        self.stack = contextlib.ExitStack()
+        self.temps: dict[Path, Path] = {}
+
+    def __enter__(self):
+        self.stack.__enter__()
+        return self
+
+    def file(self, path: Path) -> Path:
+        tmp = self.stack.enter_context(replacing(path))
+        self.temps[tmp] = Path(path)
+        return tmp
+
+    def __exit__(self, kind, error, traceback):
+        if not isinstance(error, CompressorError):
+            return self.stack.__exit__(kind, error, traceback)
+        message = str(error)
+        for tmp, path in self.temps.items():
+            message = message.replace(str(tmp), str(path)).replace(tmp.name, path.name)
+        kept = [path.name for path in self.temps.values() if path.exists()]
+        self.stack.__exit__(kind, error, traceback)
+        if kept:
+            message += f" ({', '.join(kept)} left as {'they were' if len(kept) > 1 else 'it was'})"
+        raise CompressorError(message) from None

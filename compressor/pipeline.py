@@ -17,10 +17,12 @@ from compressor.data import DataBundle, load_data
 from compressor.errors import CompressorError
 from compressor.measure import count_macs_params, human
 from compressor.files import atomic_write
-from compressor.models import load_model
+from compressor.models import NO_TRUST, TRUST_ALL, Trust, load_model
 from compressor.passes import PASSES
 from compressor.recipe import Recipe, dump_recipe
-from compressor.runs import RECIPE_FILE, checkpoints, is_checkpoint, pass_folder, pass_folders
+from compressor.pruning.diagnose import forward_or_explain
+from compressor.runs import (RECIPE_FILE, check_deletable, check_writable, checkpoints, is_checkpoint, is_marked, mark,
+                             pass_folder, pass_folders)
 from compressor.state import State, load_checkpoint, read_meta, save_checkpoint
 from compressor.training import distributed
 
@@ -47,20 +49,34 @@ class RunContext:
     pass_dir: Path = None
     index: int = -1
     previous: str = INPUT  # folder name of the last finished pass
+    trust: Trust | None = None  # model sources that run code which may be built (default: the recipe's)
+
+    def __post_init__(self):
+        if self.trust is None:
+            self.trust = recipe_trust(self.recipe)
 
     @cached_property
     def data(self) -> DataBundle:
         return load_data(self.recipe.data, self.recipe.seed)
 
     def baseline(self) -> nn.Module:
-        """The model as the recipe gives it, before any pass."""
-        return load_model(self.recipe.model)
+        """The model as the recipe gives it, before any pass; the same initial weights for the
+        same seed, without moving the random stream of the pass that asks."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.recipe.seed)
+            return load_model(self.recipe.model, self.trust)
+
+
+def recipe_trust(recipe: Recipe) -> Trust:
+    """A recipe the user hands us is theirs: the sources it names may run their code."""
+    return Trust.of(recipe.model, *(getattr(p, "teacher", None) for p in recipe.passes))
 
 
 class Pipeline:
-    def __init__(self, recipe: Recipe, run_dir: Path):
+    def __init__(self, recipe: Recipe, run_dir: Path, trust_code: bool = False):
         self.recipe, self.run_dir = recipe, Path(run_dir)
-        self.ctx = RunContext(recipe, self.run_dir, resolve_device(recipe.device))
+        self.ctx = RunContext(recipe, self.run_dir, resolve_device(recipe.device),
+                              trust=TRUST_ALL if trust_code else recipe_trust(recipe))
 
     def finished_passes(self) -> int:
         """How many leading passes already have a complete checkpoint made by this same recipe."""
@@ -75,6 +91,11 @@ class Pipeline:
         for index, params in enumerate(self.recipe.passes):
             folder = self.run_dir / pass_folder(index, params.type)
             if not is_checkpoint(folder):
+                later = [f.name for f in checkpoints(self.run_dir) if f.name > folder.name]
+                if later:
+                    raise CompressorError(
+                        f"cannot resume {self.run_dir}: {folder.name} has no finished checkpoint, yet {later[0]} "
+                        "after it has one (a file was removed?); run with --fresh to start over")
                 break
             if read_meta(folder).get("fingerprint") != self.recipe.fingerprint(index):
                 raise CompressorError(
@@ -95,8 +116,10 @@ class Pipeline:
             distributed.barrier()
 
     def _prepare(self, resume: bool, fresh: bool) -> int:
+        check_writable(self.run_dir)
         has_run = bool(pass_folders(self.run_dir))
-        if has_run and fresh:
+        if fresh and self.run_dir.is_dir() and (has_run or is_marked(self.run_dir)):
+            check_deletable(self.run_dir)
             shutil.rmtree(self.run_dir)
         elif has_run and not resume:
             raise CompressorError(
@@ -104,17 +127,18 @@ class Pipeline:
                 "or --out DIR to write elsewhere"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        mark(self.run_dir)
         for partial in self.run_dir.glob(".*.partial"):
             shutil.rmtree(partial)  # left by a killed pass: it never finished, so it is redone
-        done = self.finished_passes() if resume else 0
-        atomic_write(self.run_dir / RECIPE_FILE, dump_recipe(self.recipe))
-        return done
+        return self.finished_passes() if resume else 0
 
     def initial_state(self) -> State:
         model = self.ctx.baseline()
         data = self.ctx.data
         state = State(model, {"source": self.recipe.model.source, "kwargs": self.recipe.model.factory_kwargs()},
                       tuple(data.input_shape))
+        forward_or_explain(model, state.example_input(), f"running the model on the data's input {state.input_shape} "
+                           "(check data.channels and data.image_size against the model)")
         macs, params = count_macs_params(model, state.example_input())
         state.records.append({"index": -1, "type": INPUT, "dir": None, "params": params, "macs": macs,
                               "seconds": 0.0, "metrics": {}})
@@ -122,11 +146,12 @@ class Pipeline:
 
     def load(self, folder: str) -> State:
         """A finished pass's State, teacher included (it is stored once, as the pass it came from)."""
-        state = load_checkpoint(self.run_dir / folder)
+        state = load_checkpoint(self.run_dir / folder, self.ctx.trust)
         if state.teacher_pass == INPUT:
             state.teacher = self.ctx.baseline().requires_grad_(False)
         elif state.teacher_pass:
-            state.teacher = load_checkpoint(self.run_dir / state.teacher_pass).model.requires_grad_(False)
+            teacher = load_checkpoint(self.run_dir / state.teacher_pass, self.ctx.trust)
+            state.teacher = teacher.model.requires_grad_(False)
         state.model.to(self.ctx.device)
         return state
 
@@ -138,6 +163,8 @@ class Pipeline:
             self.ctx.previous = pass_folder(done - 1, self.recipe.passes[done - 1].type)
             console.print(f"[dim]resuming {self.run_dir} after {self.ctx.previous}[/dim]")
         state = self.load(self.ctx.previous) if done else self.initial_state()
+        if distributed.is_main():  # once what it resumes from has checked out
+            atomic_write(self.run_dir / RECIPE_FILE, dump_recipe(self.recipe))
         for index, params in enumerate(self.recipe.passes):
             if index >= done:
                 state = self.run_pass(state, index, params)
@@ -157,25 +184,11 @@ class Pipeline:
                 partial = Path(tempfile.mkdtemp(prefix=f"{folder}-rank{distributed.rank()}-"))
             self.ctx.pass_dir, self.ctx.index = partial, index
             console.rule(f"[bold]{index + 1}/{len(self.recipe.passes)} {params.type}")
-            torch.manual_seed(self.recipe.seed * 1000 + index)  # a resumed pass repeats the uninterrupted one
-            start = time.perf_counter()
             try:
-                metrics = step.run(state, self.ctx)
-            except CompressorError as e:
-                raise CompressorError(f"passes[{index}] ({params.type}): {e}") from None
-            seconds = time.perf_counter() - start
-            macs, n_params = count_macs_params(state.model, state.example_input(device=self.ctx.device))
-            state.records.append({"index": index, "type": params.type, "dir": folder, "params": n_params,
-                                  "macs": macs, "seconds": round(seconds, 2), "metrics": metrics})
-            if distributed.is_main():
-                save_checkpoint(state, partial, {"index": index, "type": params.type,
-                                                 "fingerprint": self.recipe.fingerprint(index)})
-                final = self.run_dir / folder
-                if final.exists():
-                    shutil.rmtree(final)
-                partial.rename(final)
-            else:
-                shutil.rmtree(partial)
+                seconds, macs, n_params = self.execute(step, state, index, folder, partial)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)  # a pass that did not finish leaves nothing
+                raise
             console.print(f"[green]✓[/green] {folder} in {seconds:.1f}s — params {human(n_params)}, "
                           f"MACs {human(macs)}")
         distributed.barrier()
@@ -184,13 +197,39 @@ class Pipeline:
         self.ctx.previous = folder
         return state
 
+    def execute(self, step, state: State, index: int, folder: str, partial: Path) -> tuple[float, int, int]:
+        """Runs the pass and, on rank 0, turns `partial` into its checkpoint folder."""
+        params = step.params
+        torch.manual_seed(self.recipe.seed * 1000 + index)  # a resumed pass repeats the uninterrupted one
+        start = time.perf_counter()
+        try:
+            metrics = step.run(state, self.ctx)
+        except CompressorError as e:
+            raise CompressorError(f"passes[{index}] ({params.type}): {e}") from None
+        seconds = time.perf_counter() - start
+        macs, n_params = count_macs_params(state.model, state.example_input(device=self.ctx.device))
+        state.records.append({"index": index, "type": params.type, "dir": folder, "params": n_params,
+                              "macs": macs, "seconds": round(seconds, 2), "metrics": metrics})
+        if distributed.is_main():
+            save_checkpoint(state, partial, {"index": index, "type": params.type,
+                                             "fingerprint": self.recipe.fingerprint(index)})
+            final = self.run_dir / folder
+            if final.exists():
+                shutil.rmtree(final)
+            partial.rename(final)
+        else:
+            shutil.rmtree(partial)
+        return seconds, macs, n_params
 
-def run_on_checkpoint(recipe: Recipe, checkpoint: Path, out_dir: Path):
+
+def run_on_checkpoint(recipe: Recipe, checkpoint: Path, out_dir: Path, trust: Trust = NO_TRUST):
     """Runs the recipe's passes on a finished checkpoint, their files going to `out_dir`, without
     checkpointing them (what `compress export` does). Yields each pass's type and metrics.
-    Exports run on the CPU; TensorRT picks its own GPU."""
-    state = load_checkpoint(checkpoint)
+    Exports run on the CPU; TensorRT picks its own GPU. The recipe and checkpoint come from a
+    run folder, so only `trust` says which of their sources may run code."""
+    state = load_checkpoint(checkpoint, trust)
+    check_writable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(recipe, out_dir, torch.device("cpu"), pass_dir=out_dir)
+    ctx = RunContext(recipe, out_dir, torch.device("cpu"), pass_dir=out_dir, trust=trust)
     for params in recipe.passes:
         yield params.type, PASSES.get(params.type)(params).run(state, ctx)

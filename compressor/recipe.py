@@ -8,21 +8,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from compressor.errors import CompressorError, did_you_mean
+from compressor.errors import CompressorError, did_you_mean, excerpt
 from compressor.passes import PASSES
-from compressor.schema import TAG_ERROR, DataSpec, ModelSpec, Strict, suggestion, tagged, walk
+from compressor.schema import TAG_ERROR, DataSpec, ModelSpec, PlainName, Strict, suggestion, tagged, walk
 
 
 def _pass_union():
     """Every registered pass's parameters, told apart by `type`."""
     variants = {name: PASSES.get(name).Params for name in PASSES.names()}
     return tagged(variants, key="type", missing="each pass is a mapping with a 'type' key",
-                  unknown=lambda got, tags: f"unknown pass type '{got}'{did_you_mean(got, tags)}; "
+                  unknown=lambda got, tags: f"unknown pass type {excerpt(got)}{did_you_mean(got, tags)}; "
                                             f"choose one of: {', '.join(tags)}")
 
 
 class Recipe(Strict):
-    name: str
+    name: PlainName = Field(description="the run folder's name: runs/<name>")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: ModelSpec
@@ -41,11 +41,6 @@ def _loc(parts) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
-
-
-def _shown(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def friendly(err: ValidationError, root, origin: str, prefix=()) -> CompressorError:
@@ -67,8 +62,9 @@ def friendly(err: ValidationError, root, origin: str, prefix=()) -> CompressorEr
         loc, _, _ = walk(root, first["loc"])
         got = first.get("input")
         shown = "" if isinstance(got, dict) or first["type"] in ("missing", "key_of_other_variant") \
-            else f" (got {_shown(got)})"
-        msg = first["msg"][0].lower() + first["msg"][1:] + shown
+            else f" (got {excerpt(got)})"
+        text = first["msg"].removeprefix("Value error, ")
+        msg = text[0].lower() + text[1:] + shown
     where = _loc([*prefix, *loc]) or "recipe"
     return CompressorError(f"{origin}: {where}: {msg}{tail}")
 
@@ -118,16 +114,67 @@ def apply_override(raw: dict, assignment: str) -> None:
             node = node[key]
 
 
-def read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise CompressorError(f"recipe '{path}' does not exist")
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # after anchors and aliases are expanded
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """safe_load, and also: a key given twice is an error (not "the last one wins")."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {excerpt(key)} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """How many nodes `node` stands for once every alias in it is expanded (a few hundred bytes
+    of aliases can stand for billions)."""
+    if id(node) not in sizes:
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def load_yaml(text: str, origin: str):
+    """A YAML document from a file a stranger may have written: one-line errors, no duplicate
+    keys, and no alias expansion beyond MAX_YAML_NODES."""
+    loader = _RecipeLoader(text)
     try:
-        raw = yaml.safe_load(path.read_text())
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise CompressorError(f"{origin}: its anchors and aliases expand to more than {MAX_YAML_NODES:,} "
+                                  "values; write the recipe out, or use fewer aliases")
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise CompressorError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise CompressorError(f"{origin}: not valid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise CompressorError(f"recipe '{path}' is a folder; give the recipe's .yaml file")
+    if not path.is_file():
+        raise CompressorError(f"recipe '{path}' does not exist")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise CompressorError(f"recipe '{path}' is {size / 2**20:.1f} MB; a recipe is a small YAML file "
+                              f"(at most {MAX_RECIPE_BYTES >> 20} MB)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CompressorError(f"recipe '{path}' is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    raw = load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise CompressorError(f"{path}: a recipe is a YAML mapping with name, model, data and passes")
     return raw

@@ -7,14 +7,50 @@ commands read back from a finished run.
                            model.safetensors, masks.safetensors, the pass's own files
 """
 
+import fnmatch
+import os
 from pathlib import Path
 
 from compressor.errors import CompressorError
 from compressor.state import STATE_FILE
 
 RECIPE_FILE = "recipe.yaml"
+MARKER = ".compress-run"  # written into every run folder: --fresh deletes only folders that hold it
 PASS_GLOB = "[0-9][0-9]-*"
 ENGINE_SUFFIXES = (".engine", ".plan")
+# What compress writes at the top of a run folder: anything else there is someone else's.
+OWN_ENTRIES = (RECIPE_FILE, MARKER, PASS_GLOB, ".[0-9][0-9]-*.partial", "report.json", "report.md", "report.png",
+               "*.onnx", "*.engine", "*.plan", "*.cache", "build_engine.sh", ".*.????????*")
+
+
+def mark(run_dir: Path) -> None:
+    (run_dir / MARKER).touch()
+
+
+def is_marked(run_dir: Path) -> bool:
+    return (run_dir / MARKER).is_file()
+
+
+def check_deletable(run_dir: Path) -> None:
+    """Refuses unless `run_dir` is recognisably a compress run: marked, and holding nothing else."""
+    if not is_marked(run_dir):
+        raise CompressorError(f"--fresh deletes only a run folder compress made, and {run_dir} is not one (it has "
+                              f"no {MARKER}); delete it yourself, or choose another --out")
+    foreign = [e.name for e in sorted(run_dir.iterdir())
+               if not any(fnmatch.fnmatchcase(e.name, pattern) for pattern in OWN_ENTRIES)]
+    if foreign:
+        raise CompressorError(f"--fresh would delete {run_dir}, which also holds what compress did not write "
+                              f"({', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); move that away, "
+                              "or choose another --out")
+
+
+def check_writable(folder: Path) -> None:
+    """`folder` is, or can become, a folder this process can write into."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise CompressorError(f"{existing} is a file, and the run needs a folder there; choose another --out")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise CompressorError(f"cannot write into {existing} (permission denied); choose another --out")
 
 
 def pass_folder(index: int, kind: str) -> str:
@@ -72,10 +108,11 @@ def run_recipe(run_dir: Path, passes: list[dict] = (), origin: str | None = None
     return parse_recipe({**read_yaml(path), "passes": list(passes)}, origin or str(path))
 
 
-def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict):
+def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict, trust):
     """A model named on the command line, from a model source, a recipe or a run folder:
-    (model, input shape, title, the ignore patterns of the recipe's prune pass)."""
-    from compressor.models import build_model, load_model
+    (model, input shape, title, the ignore patterns of the recipe's prune pass). What the user
+    typed or a recipe they gave is theirs; a run folder's sources run code only if `trust` says."""
+    from compressor.models import Trust, build_model, load_model
 
     path = Path(target)
     if path.suffix in (".yaml", ".yml"):
@@ -85,7 +122,7 @@ def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict):
         recipe = load_recipe(path)
         shape = load_data(recipe.data, recipe.seed).input_shape
         prune = next((p for p in recipe.passes if p.type == "prune"), None)
-        return (load_model(recipe.model), tuple(shape), f"{recipe.model.source} (recipe {path})",
+        return (load_model(recipe.model, Trust.of(recipe.model)), tuple(shape), f"{recipe.model.source} (recipe {path})",
                 list(getattr(prune, "ignore", [])))
     if path.is_dir():
         from compressor.state import load_checkpoint
@@ -93,7 +130,7 @@ def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict):
         folders = [path] if is_checkpoint(path) else checkpoints(path)
         if not folders:
             raise CompressorError(f"'{path}' holds no checkpoint (no {STATE_FILE} in it or in its pass folders)")
-        state = load_checkpoint(folders[-1])
+        state = load_checkpoint(folders[-1], trust)
         return state.model, state.input_shape, f"{state.source['source']} after {folders[-1]}", []
     if ":" not in target:
         raise CompressorError(f"'{target}' is neither a model source (torchvision:resnet50, zoo:resnet20 …), "

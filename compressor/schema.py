@@ -2,20 +2,35 @@
 base of every pass's parameters, and tagged unions whose variants list only their own keys.
 Passes build their parameters from these; `compressor.recipe` assembles the whole recipe."""
 
+import re
 import types
 import typing
 from typing import Annotated, Any, Callable, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, NonNegativeInt, StringConstraints, Tag,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
-from compressor.errors import did_you_mean
+from compressor.errors import did_you_mean, excerpt
 
 TAG_ERROR = "tag_invalid"
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _plain_name(value: str) -> str:
+    if not _PLAIN.fullmatch(value) or ".." in value:
+        raise ValueError("must be a plain name (letters, digits, '.', '_', '-'; no folders): it names a file or "
+                         "folder inside the run folder")
+    return value
+
+
+# A name the tool joins to a folder: a stranger's recipe cannot point it anywhere else.
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A number is a number: .inf and .nan in a recipe are mistakes, not settings.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -41,6 +56,28 @@ class DataSpec(Strict):
     eval_samples: int | None = Field(None, gt=0, description="use only the first N evaluation images")
     augment: bool = Field(True, description="random shift and flip while training")
     workers: int = Field(2, ge=0, description="loader processes (imagefolder)")
+
+
+class Loose(BaseModel):
+    """What the tool reads back from its own files: extra keys are ignored, but what it uses is checked."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+PassFolder = Annotated[str, StringConstraints(pattern=r"^[0-9][0-9]-[a-z_]+$")]
+
+
+class Record(Loose):
+    """One finished pass as state.json and report.json keep it."""
+
+    model_config = ConfigDict(extra="allow")
+    index: int
+    type: str
+    dir: PassFolder | None
+    params: NonNegativeInt
+    macs: NonNegativeInt
+    seconds: float
+    metrics: dict[str, Any]
 
 
 class PassParams(Strict):
@@ -111,7 +148,7 @@ def tagged(variants: dict[str, Any], key: str | None = None, default: str | None
     tagger = Tagger(key, variants, pick or (lambda d: d.get(key, default)),
                     describe or (lambda tags: f"{key} {' or '.join(tags)}"),
                     missing or f"give {key}",
-                    unknown or (lambda got, tags: f"input should be {choices(tags)} (got {got!r})"))
+                    unknown or (lambda got, tags: f"input should be {choices(tags)} (got {excerpt(got)})"))
     for tag, member in variants.items():
         for cls in members(member):
             if issubclass(cls, Variant) and cls._tagger is None:

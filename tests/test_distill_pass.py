@@ -204,9 +204,14 @@ def test_feature_distillation_trains_adapters_that_never_reach_the_export(tmp_pa
     assert set(weights) == set(load_file(str(with_features / "00-prune" / "model.safetensors")))
 
 
-def test_teacher_falls_back_to_the_recipe_model_or_comes_from_the_recipe(tmp_path, synthetic_recipe):
-    no_prune = run(tmp_path, synthetic_recipe, [{"type": "distill", "epochs": 0.25}], "no-prune")
-    assert metrics_of(no_prune, "00-distill")["teacher"].startswith("the recipe's model")
+def test_teacher_is_the_recipe_model_after_training_or_comes_from_the_recipe(tmp_path, synthetic_recipe):
+    trained = run(tmp_path, synthetic_recipe, [{"type": "train", "epochs": 0.25}, {"type": "distill", "epochs": 0.25}],
+                  "trained")
+    assert metrics_of(trained, "01-distill")["teacher"].startswith("the recipe's model")
+    doc = {**synthetic_recipe, "passes": [{"type": "distill", "epochs": 0.25}]}
+    itself = runner.invoke(app, ["run", str(write_recipe(tmp_path / "itself.yaml", doc)), "--out", str(tmp_path / "i")])
+    assert itself.exit_code == 2 and "would distil from itself" in itself.output, itself.output
+    assert not (tmp_path / "i" / "00-distill").exists()
 
     wider = {"source": "zoo:resnet20", "num_classes": 10, "kwargs": {"in_channels": 1, "width": 12}}
     external = run(tmp_path, synthetic_recipe, [{"type": "distill", "epochs": 0.25, "teacher": wider, "logit": None,

@@ -63,7 +63,7 @@ def test_dynamic_batch_runs_batch_1_and_8_in_onnxruntime(tmp_path, kind):
                "kwargs": {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 64,
                           "mlp_dim": 128}}
         state = run_pipeline(tmp_path, vit, 32, [{"type": "export_onnx"}])
-    path = Path(state.artifacts["onnx"])
+    path = tmp_path / "run" / state.artifacts["onnx"]  # a file name in the run folder
     meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     assert json.loads(meta["input_shape"]) == ["batch", *state.input_shape]
     assert meta["recipe"] == "t" and json.loads(meta["num_classes"]) == 10 and "mean" in json.loads(meta["preprocessing"])

@@ -12,7 +12,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
 from compressor.errors import CompressorError
-from compressor.models import build_model, load_weights, read_state_dict
+from compressor.models import TRUST_ALL, build_model, load_weights, read_state_dict
 from compressor.passes.prune import PruneParams, prune_to
 from compressor.pipeline import Pipeline
 from compressor.pruning.attention import HeadAttention
@@ -172,7 +172,7 @@ def test_vit_loses_whole_heads_runs_exports_and_reloads(tmp_path):
         expected = model(x).numpy()
     assert np.allclose(ox.session(path).run(None, {ox.INPUT_NAME: x.numpy()})[0], expected, atol=1e-4)
     # The checkpoint rebuilds the pruned architecture from the source and its history.
-    loaded = load_checkpoint(pipeline.run_dir / "00-prune").model
+    loaded = load_checkpoint(pipeline.run_dir / "00-prune", TRUST_ALL).model  # the test's own python: source
     loaded.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -269,8 +269,11 @@ def test_speedup_target_is_met_as_measured_on_onnxruntime(tmp_path):
     metrics = state.records[-1]["metrics"]
     assert metrics["latency_reached"]["speedup"] >= 1.5
     assert metrics["latency_trials"] and all("latency_ms" in t for t in metrics["latency_trials"])
-    # The report shows the search: one row per trial, the kept one marked.
+    # The report shows the search: one row per trial, those that met the target marked (on a busy
+    # machine the last trial may be one that missed: the search then keeps an earlier one).
     report = _markdown({"recipe": "t", "passes": state.records})
     search = report.split("## Latency search in 00-prune")[1]
     trial_rows = [line for line in search.splitlines() if line.startswith("| 1 |")]
-    assert len(trial_rows) == len(metrics["latency_trials"]) and trial_rows[-1].endswith("| ✓ |")
+    assert [row.endswith("| ✓ |") for row in trial_rows] == [t["met"] for t in metrics["latency_trials"]]
+    kept = [t for t in metrics["latency_trials"] if t["latency_ms"] == metrics["latency_reached"]["latency_ms"]]
+    assert kept and kept[0]["met"]

@@ -129,7 +129,7 @@ def test_masks_survive_every_training_pass_and_the_checkpoint(tmp_path, recovery
 
 def test_exported_onnx_is_still_2_4(tmp_path):
     state = run_recipe(tmp_path, [{"type": "semi_structured"}, {"type": "export_onnx", "parity_samples": 8}])
-    rows = {row["name"]: row for row in onnx_nm_report(state.artifacts["onnx"])}
+    rows = {row["name"]: row for row in onnx_nm_report(tmp_path / "run" / state.artifacts["onnx"])}
     for name in state.masks:  # BatchNorm is folded into the conv on export; zeros stay zeros
         assert rows[name]["sparse_2_4"] and rows[name]["nm"] == "2:4", rows[name]
         assert rows[name]["zeros"] == pytest.approx(0.5, abs=1e-6)
@@ -239,5 +239,5 @@ def test_2_4_teacher_recovered_by_distill_stays_within_half_a_point(tmp_path):
     state = Pipeline(recipe, tmp_path / "run").run()
     before, after = state.records[1]["metrics"]["top1"], state.records[4]["metrics"]["top1"]
     assert after >= before - 0.5, f"top-1 {before:.2f} → {after:.2f}"
-    rows = {r["name"]: r for r in onnx_nm_report(state.artifacts["onnx"])}
+    rows = {r["name"]: r for r in onnx_nm_report(tmp_path / "run" / state.artifacts["onnx"])}
     assert all(rows[name]["sparse_2_4"] for name in state.masks)

@@ -47,7 +47,7 @@ def exported(tmp_path):
     ctx = RunContext(parse_recipe({"name": "tiny", "model": TINY, "data": data}), tmp_path, torch.device("cpu"))
     state = State(ctx.baseline(), {"source": TINY["source"], "kwargs": {}}, (1, 16, 16))
     ox.export(state.model, state.input_shape, tmp_path / "model.onnx", dynamo=False)
-    state.artifacts["onnx"] = str(tmp_path / "model.onnx")
+    state.artifacts["onnx"] = "model.onnx"  # as export_onnx names it: a file in the run folder
     return state, ctx
 
 
@@ -122,7 +122,7 @@ def test_sparse_weights_turn_on_when_the_onnx_has_two_four_layers(exported):
     weight = state.model.fc.weight
     with torch.no_grad():  # two zeros in every four consecutive inputs of the classifier
         weight.mul_(torch.tensor([0.0, 0.0, 1.0, 1.0]).repeat(weight.shape[0], weight.shape[1] // 4))
-    ox.export(state.model, state.input_shape, Path(state.artifacts["onnx"]), dynamo=False)
+    ox.export(state.model, state.input_shape, ctx.run_dir / state.artifacts["onnx"], dynamo=False)
     metrics = export_tensorrt(state, ctx, precision="fp32")
     assert metrics["sparse_weights"] is True and metrics["two_four_layers"].startswith("1/")
     assert "--sparsity=enable" in (ctx.run_dir / "build_engine.sh").read_text()
@@ -134,15 +134,29 @@ def test_engine_matches_onnxruntime_and_runs_every_batch_of_its_profile(exported
     state, ctx = exported
     metrics = export_tensorrt(state, ctx, precision=precision)
     assert metrics["tensorrt"] == rt.installed_version() and metrics["top1_agreement"] > 0.95
-    engine = rt.Engine(Path(state.artifacts["engine"]))
+    engine = rt.Engine(ctx.run_dir / state.artifacts["engine"])
     for batch in (1, 32):
         assert engine(torch.randn(batch, 1, 16, 16))["logits"].shape == (batch, 10)
 
 
 @with_tensorrt
+def test_an_engine_that_fails_its_check_replaces_nothing(exported):
+    state, ctx = exported
+    export_tensorrt(state, ctx, precision="fp16")
+    files = lambda: {p.name: p.read_bytes() for p in ctx.run_dir.iterdir() if p.is_file()}  # noqa: E731
+    before = files()
+    assert {"model.engine", "model.fp16.onnx", "build_engine.sh"} <= set(before)
+    assert state.artifacts["engine"] == "model.engine"
+    with pytest.raises(CompressorError, match=r"^TensorRT engine output 'logits' differs from onnxruntime .*"
+                                              r"model.engine left as they were\)$"):
+        export_tensorrt(state, ctx, precision="fp16", atol=0, rtol=0)  # fp16 cannot match fp32 exactly
+    assert files() == before  # the old engine, fp16 ONNX and script, and no temporary file
+
+
+@with_tensorrt
 def test_tensorrt_backend_times_engines_it_builds(exported, tmp_path):
     state, _ = exported
-    candidates = [Candidate("a", state.model, onnx=Path(state.artifacts["onnx"]))]
+    candidates = [Candidate("a", state.model, onnx=tmp_path / state.artifacts["onnx"])]
     rows, skipped = measure(candidates, ["tensorrt"], [1, 8], Settings(1, torch.device("cuda"), tmp_path),
                             state.input_shape, warmup=3, iters=20, duration_s=None)
     assert not skipped and [r["batch_size"] for r in rows] == [1, 8]

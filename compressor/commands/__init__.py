@@ -3,11 +3,23 @@
 import functools
 import importlib
 import pkgutil
+from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from compressor.console import console
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, bounded
+
+
+TrustCode = Annotated[bool, typer.Option("--trust-code", help="let a run folder's python: model source import and "
+                                                             "run its code (only for folders you trust)")]
+
+
+def trusted(trust_code: bool):
+    from compressor.models import NO_TRUST, TRUST_ALL
+
+    return TRUST_ALL if trust_code else NO_TRUST
 
 
 def friendly(fn):
@@ -18,7 +30,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except CompressorError as e:
-            console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+            console.print(Text.assemble(("error:", "red"), " ", bounded(str(e))), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: finished passes are kept; continue with --resume")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from compressor.commands import friendly
+from compressor.commands import TrustCode, friendly, trusted
 from compressor.errors import CompressorError
 
 
@@ -25,7 +25,7 @@ def benchmark_params(values: dict):
                               f"(got {first.get('input')!r})") from None
 
 
-def run_candidates(run_dir: Path, stages_choice: str):
+def run_candidates(run_dir: Path, stages_choice: str, trust):
     """Every stage of a finished run, as the benchmark pass would time it."""
     from compressor.models import load_model
     from compressor.passes.benchmark import chosen_stages, stage_candidates
@@ -35,25 +35,29 @@ def run_candidates(run_dir: Path, stages_choice: str):
     meta = read_meta(last_checkpoint(run_dir))
     stages = chosen_stages(meta["records"], stages_choice)
     model = run_recipe(run_dir).model
-    candidates = stage_candidates(stages, run_dir, lambda: load_model(model))
+    candidates = stage_candidates(stages, run_dir, lambda: load_model(model, trust), trust)
     summaries = [s.summary(first=i == 0) for i, s in enumerate(stages)]
     return candidates, summaries, tuple(meta["input_shape"])
 
 
-def file_candidate(path: Path, kind: str):
+def file_candidate(path: Path, kind: str, trust):
     """A checkpoint, ONNX file or engine as one candidate, with its MACs where known and its input shape."""
     from compressor.runtime.backends import Candidate
 
     if kind == "checkpoint":
         from compressor.state import load_checkpoint, read_meta
 
-        state = load_checkpoint(path)
-        macs = read_meta(path)["records"][-1]["macs"]
+        state = load_checkpoint(path, trust)
+        records = read_meta(path)["records"]
+        macs = records[-1]["macs"] if records else None
         return Candidate(path.name, state.model, two_four=bool(state.masks)), macs, state.input_shape
     if kind == "onnx":
         import onnx
 
-        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        try:
+            dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        except Exception as e:  # not an ONNX file, or a damaged one
+            raise CompressorError(f"cannot read ONNX model '{path}' ({type(e).__name__}); is it an ONNX file?") from None
         if not all(d.HasField("dim_value") for d in dims):
             raise CompressorError(f"{path}: only the batch dimension may be dynamic to benchmark it")
         return Candidate(path.name, onnx=path), None, tuple(d.dim_value for d in dims)
@@ -67,12 +71,12 @@ def file_candidate(path: Path, kind: str):
     raise CompressorError(f"--baseline takes a checkpoint, an ONNX file or an engine, not a run folder ({path})")
 
 
-def file_candidates(path: Path, kind: str, baseline: Path | None):
+def file_candidates(path: Path, kind: str, baseline: Path | None, trust):
     """PATH, after --baseline where given, with what the report needs of each."""
     from compressor.runs import locate
 
-    found = [file_candidate(baseline, locate(baseline))] if baseline else []
-    found.append(file_candidate(path, kind))
+    found = [file_candidate(baseline, locate(baseline), trust)] if baseline else []
+    found.append(file_candidate(path, kind, trust))
     shapes = {shape for _, _, shape in found}
     if len(shapes) > 1:
         raise CompressorError(f"--baseline and PATH take different inputs: {' vs '.join(map(str, shapes))}")
@@ -103,6 +107,7 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[Optional[str], typer.Option(help="GPU backends: fp32 | fp16")] = None,
         semi_structured: Annotated[Optional[bool], typer.Option(help="torch on CUDA: 2:4 weights as sparse tensors")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results here")] = None,
+        trust_code: TrustCode = False,
     ):
         """Time models side by side: every stage of a run against its unmodified model, or PATH against --baseline."""
         from compressor.files import atomic_write
@@ -119,9 +124,9 @@ def register(app: typer.Typer) -> None:
         if kind == "run":
             if baseline:
                 raise CompressorError("a run folder is timed against its own unmodified model; drop --baseline")
-            candidates, summaries, input_shape = run_candidates(path, p.stages)
+            candidates, summaries, input_shape = run_candidates(path, p.stages, trusted(trust_code))
         else:
-            candidates, summaries, input_shape = file_candidates(path, kind, baseline)
+            candidates, summaries, input_shape = file_candidates(path, kind, baseline, trusted(trust_code))
         results = {"stages": summaries, **benchmark(candidates, p, resolve_device("auto"), input_shape)}
         if not results["latency"]:
             raise CompressorError(f"nothing could be timed here: {'; '.join(results['skipped'])}")

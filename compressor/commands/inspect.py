@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from compressor.commands import friendly
+from compressor.commands import TrustCode, friendly, trusted
 from compressor.console import console
 from compressor.errors import CompressorError
 
@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
                                                                        "num_classes=10")] = None,
         ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="module-name glob to keep, as "
                                                                              "prune's ignore")] = None,
+        trust_code: TrustCode = False,
     ):
         """Params, MACs, the prunable channel groups and attention heads, and every layer that cannot
         be pruned with the reason (for an .onnx file: each weight's N:M sparsity)."""
@@ -93,5 +94,5 @@ def register(app: typer.Typer) -> None:
             print_onnx(Path(target))
             return
         kwargs = parse_assignments(arg, "--arg", "name", "num_classes=10")
-        model, shape, title, patterns = load_target(target, _shape(input_shape), kwargs)
+        model, shape, title, patterns = load_target(target, _shape(input_shape), kwargs, trusted(trust_code))
         print_inspection(inspect_model(model, shape, title, [*patterns, *(ignore or [])]))

@@ -13,6 +13,6 @@ def register(app: typer.Typer) -> None:
     @friendly
     def report(run: Annotated[Path, typer.Argument(help="run folder (holds report.json)")]):
         """Re-render a run's report.md and report.png, and print its summary."""
-        from compressor.report import print_summary, render
+        from compressor.report import render
 
-        print_summary(render(run)["passes"], run)
+        render(run, show=True)

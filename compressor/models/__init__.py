@@ -1,12 +1,13 @@
 """Model sources: `zoo:NAME`, `torchvision:NAME`, `timm:NAME`, `python:pkg.module:factory`."""
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from compressor.errors import CompressorError, did_you_mean
+from compressor.errors import CompressorError, did_you_mean, excerpt
 from compressor.models.zoo import ZOO
 from compressor.registry import Registry
 
@@ -51,15 +52,52 @@ def _python(name: str, kwargs: dict) -> nn.Module:
     return getattr(module, factory)(**kwargs)
 
 
-def build_model(source: str, kwargs: dict | None = None) -> nn.Module:
-    """Builds an untrained model from its source string, e.g. 'zoo:resnet20'."""
+# Sources whose name is code to import and run, rather than a model to look up.
+RUNS_CODE = {"python"}
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Which model sources that run code may be built: those of a recipe the user gave on the
+    command line (they wrote or chose it), or any with --trust-code. A run folder or checkpoint
+    may come from a stranger, and what it names is built only if trusted here."""
+
+    sources: frozenset[str] = frozenset()
+    everything: bool = False
+
+    @classmethod
+    def of(cls, *specs) -> "Trust":
+        return cls(frozenset(spec.source for spec in specs if spec is not None))
+
+    def allows(self, source: str) -> bool:
+        return self.everything or source.partition(":")[0] not in RUNS_CODE or source in self.sources
+
+
+NO_TRUST = Trust()
+TRUST_ALL = Trust(everything=True)
+
+
+def build_model(source: str, kwargs: dict | None = None, trust: Trust = TRUST_ALL) -> nn.Module:
+    """Builds an untrained model from its source string, e.g. 'zoo:resnet20'. `trust` says
+    whether a source that runs code may run (callers building from a file on disk narrow it)."""
     kind, sep, name = source.partition(":")
     if not sep or not name:
         raise CompressorError(
-            f"model source '{source}' needs a prefix: one of {', '.join(SOURCES.names())} "
+            f"model source {excerpt(source)} needs a prefix: one of {', '.join(SOURCES.names())} "
             "(e.g. zoo:resnet20, torchvision:resnet18)"
         )
-    model = SOURCES.get(kind)(name, dict(kwargs or {}))
+    if not trust.allows(source):
+        raise CompressorError(
+            f"model source {excerpt(source)} imports and runs code, and it comes from a run folder or checkpoint, "
+            "which may not be yours; if you trust where it came from, run again with --trust-code")
+    factory = SOURCES.get(kind)
+    try:
+        model = factory(name, dict(kwargs or {}))
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        raise CompressorError(f"model source '{source}' does not take these arguments ({str(e).splitlines()[0]}); "
+                              "check model.kwargs and num_classes") from None
     if not isinstance(model, nn.Module):
         raise CompressorError(f"model source '{source}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -107,9 +145,9 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: str) 
     model.load_state_dict(state, strict=True)
 
 
-def load_model(spec) -> nn.Module:
+def load_model(spec, trust: Trust = TRUST_ALL) -> nn.Module:
     """The model a ModelSpec describes (source, factory arguments, optional weights), in eval mode."""
-    model = build_model(spec.source, spec.factory_kwargs())
+    model = build_model(spec.source, spec.factory_kwargs(), trust)
     if spec.checkpoint:
         load_weights(model, read_state_dict(Path(spec.checkpoint)), f"'{spec.checkpoint}'")
     return model.eval()

@@ -10,6 +10,7 @@ import torch.nn as nn
 from pydantic import Field, field_validator, model_validator
 
 from compressor.console import console
+from compressor.models import Trust
 from compressor.passes import Pass, register_pass
 from compressor.schema import PassParams
 from compressor.runtime.backends import Candidate, Settings
@@ -86,7 +87,7 @@ def chosen_stages(records: list[dict], choice: str) -> list[Stage]:
     return [stages[0], stages[-1]] if choice == "ends" and len(stages) > 1 else stages
 
 
-def stage_candidates(stages: list[Stage], run_dir: Path, baseline: Callable[[], nn.Module],
+def stage_candidates(stages: list[Stage], run_dir: Path, baseline: Callable[[], nn.Module], trust: Trust,
                      current: tuple[nn.Module, dict] | None = None) -> list[Candidate]:
     """Each stage's model as its last checkpoint left it; `current` (the model and masks in hand)
     stands in for the last stage, and `baseline` for a first stage without a checkpoint."""
@@ -95,7 +96,7 @@ def stage_candidates(stages: list[Stage], run_dir: Path, baseline: Callable[[], 
         if i == len(stages) - 1 and current:
             model, masks = current
         elif stage.checkpoint:
-            loaded = load_checkpoint(run_dir / stage.checkpoint)
+            loaded = load_checkpoint(run_dir / stage.checkpoint, trust)
             model, masks = loaded.model, loaded.masks
         else:
             model, masks = baseline(), {}
@@ -125,7 +126,7 @@ class Benchmark(Pass):
 
     def run(self, state, ctx) -> dict:
         stages = chosen_stages(state.records, self.params.stages)
-        candidates = stage_candidates(stages, ctx.run_dir, ctx.baseline, (state.model, state.masks))
+        candidates = stage_candidates(stages, ctx.run_dir, ctx.baseline, ctx.trust, (state.model, state.masks))
         try:
             metrics = benchmark(candidates, self.params, ctx.device, state.input_shape)
         finally:

@@ -17,7 +17,7 @@ from compressor.distill.pairing import Pair, pair_layers
 from compressor.distill.terms import FeatureTerm, LogitTerm, Schedule, Teacher
 from compressor.errors import CompressorError
 from compressor.models import load_model
-from compressor.passes import Pass, register_pass
+from compressor.passes import PASSES, Pass, register_pass
 from compressor.schema import ModelSpec, PassParams, Strict
 from compressor.registry import Registry
 from compressor.training import TrainParams, fit
@@ -122,9 +122,13 @@ def load_teacher(state, ctx, spec: ModelSpec | None) -> tuple[nn.Module, str, bo
     model (then the pruning history tells which of its channels the student kept)."""
     if spec is not None:
         same = {"source": spec.source, "kwargs": spec.factory_kwargs()} == state.source
-        return load_model(spec), f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", same
+        return load_model(spec, ctx.trust), f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", same
     if state.teacher is not None:
         return state.teacher, f"snapshot before the first prune (after {state.teacher_pass})", True
+    if not any(PASSES.get(p.type).trains for p in ctx.recipe.passes[:ctx.index]):
+        raise CompressorError("distill has no teacher to learn from: no prune or semi_structured pass before it kept "
+                              "a snapshot, and nothing before it trained, so the recipe's model would distil from "
+                              "itself; give teacher: {source, checkpoint}, or put distill after prune")
     return ctx.baseline(), "the recipe's model (no prune pass before distill took a snapshot)", True
 
 

@@ -1,4 +1,5 @@
-"""ONNX export, checked by onnx.checker and by onnxruntime against torch on real inputs."""
+"""ONNX export, checked by onnx.checker and by onnxruntime against torch on real inputs. The
+export is built beside the run folder's ONNX and replaces it only once every check passed."""
 
 from typing import Literal
 
@@ -7,9 +8,10 @@ from pydantic import Field
 
 from compressor.console import console
 from compressor.errors import CompressorError
+from compressor.files import Staging
 from compressor.passes import Pass, register_pass
-from compressor.schema import PassParams
 from compressor.runtime import onnx as ox
+from compressor.schema import PassParams, PlainName
 
 
 class ExportOnnxParams(PassParams):
@@ -19,10 +21,11 @@ class ExportOnnxParams(PassParams):
     batch_size: int = Field(1, gt=0, description="the fixed batch when dynamic_batch is false")
     dynamo: bool = Field(True, description="use the dynamo exporter (falls back to TorchScript, with a note)")
     simplify: bool = Field(True, description="fold constants and fuse nodes with onnxslim")
-    atol: float = Field(1e-4, ge=0, description="parity tolerance against torch (absolute)")
+    atol: float = Field(1e-4, ge=0, description="parity tolerance against torch (absolute; times the largest "
+                                                "output where that is below 1)")
     rtol: float = Field(1e-3, ge=0, description="parity tolerance against torch (relative)")
     parity_samples: int = Field(64, gt=0, description="evaluation inputs compared")
-    filename: str = Field("model.onnx", description="written into the run folder")
+    filename: PlainName = Field("model.onnx", description="written into the run folder")
 
 
 def first_inputs(loader, n: int) -> torch.Tensor:
@@ -46,27 +49,34 @@ class ExportOnnx(Pass):
         path = ctx.run_dir / p.filename
         model = state.model.cpu().eval()
         ox.bake_masks(model, state.masks)
-        exporter = ox.export(model, state.input_shape, path, p.opset, p.dynamic_batch, p.dynamo, p.batch_size)
-        if p.simplify:
-            try:
-                ox.simplify(path)
-            except Exception as e:  # onnxslim meets graphs it cannot rewrite; the export itself is fine
-                raise CompressorError(f"onnxslim cannot simplify {path} ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:120]}); set simplify: false") from None
-        ox.add_metadata(path, {
-            "recipe": ctx.recipe.name, "input_name": ox.INPUT_NAME, "output_name": ox.OUTPUT_NAME,
-            "input_shape": ["batch" if p.dynamic_batch else p.batch_size, *state.input_shape],
-            "num_classes": ctx.data.num_classes, "preprocessing": ctx.data.preprocessing,
-            "model_source": state.source["source"],
-        })
-        ox.check(path)
-        inputs = first_inputs(ctx.data.eval, max(p.parity_samples, p.batch_size))
-        if not p.dynamic_batch:  # a fixed-batch model is fed whole batches only
-            inputs = inputs[: len(inputs) // p.batch_size * p.batch_size]
-        check = ox.parity(model, path, inputs, p.atol, p.rtol)
-        state.artifacts["onnx"] = str(path)
-        size_mb = round(path.stat().st_size / 2**20, 3)
+        with Staging() as staging:
+            tmp = staging.file(path)
+            exporter = ox.export(model, state.input_shape, tmp, p.opset, p.dynamic_batch, p.dynamo, p.batch_size)
+            if p.simplify:
+                try:
+                    ox.simplify(tmp)
+                except Exception as e:  # onnxslim meets graphs it cannot rewrite; the export itself is fine
+                    raise CompressorError(f"onnxslim cannot simplify {path} ({type(e).__name__}: "
+                                          f"{str(e).splitlines()[0][:120]}); set simplify: false") from None
+            ox.add_metadata(tmp, {
+                "recipe": ctx.recipe.name, "input_name": ox.INPUT_NAME, "output_name": ox.OUTPUT_NAME,
+                "input_shape": ["batch" if p.dynamic_batch else p.batch_size, *state.input_shape],
+                "num_classes": ctx.data.num_classes, "preprocessing": ctx.data.preprocessing,
+                "model_source": state.source["source"],
+            })
+            ox.check(tmp)
+            inputs = first_inputs(ctx.data.eval, max(p.parity_samples, p.batch_size))
+            if not p.dynamic_batch:  # a fixed-batch model is fed whole batches only
+                inputs = inputs[: len(inputs) // p.batch_size * p.batch_size]
+            check = ox.parity(model, tmp, inputs, p.atol, p.rtol)
+            size_mb = round(tmp.stat().st_size / 2**20, 3)
+        state.artifacts["onnx"] = p.filename
         console.print(f"  {path} ({exporter} exporter, {size_mb} MB): onnxruntime matches torch "
                       f"within {check['max_abs_diff']:.2g} on {check['samples']} evaluation inputs")
-        return {"exporter": exporter, "opset": p.opset, "dynamic_batch": p.dynamic_batch, "simplified": p.simplify,
-                "file": str(path), "size_mb": size_mb, **check}
+        metrics = {"exporter": exporter, "opset": p.opset, "dynamic_batch": p.dynamic_batch,
+                   "simplified": p.simplify, "file": str(path), "size_mb": size_mb, **check}
+        note = ox.degenerate_note(check, "torch")
+        if note:
+            console.print(f"  [yellow]note:[/yellow] {note}")
+            metrics["note"] = note
+        return metrics

@@ -4,6 +4,7 @@ and report.png in the run folder. `render` rebuilds the Markdown and the PNG fro
 import json
 from pathlib import Path
 
+from pydantic import Field, ValidationError
 from rich.table import Table
 
 from compressor.console import console
@@ -12,6 +13,7 @@ from compressor.files import atomic_write
 from compressor.report.plot import write_png
 from compressor.report.tables import (TableData, benchmark_metrics, headline, latency_search_tables, latency_table,
                                       passes_table, stages_table)
+from compressor.schema import Loose, Record
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 
@@ -71,8 +73,9 @@ def write_report(run_dir: Path, recipe, records: list[dict]) -> None:
     _write_views(run_dir, doc)
 
 
-def render(run_dir: Path) -> dict:
-    """Rewrites report.md and report.png from the run's report.json; returns the report."""
+def render(run_dir: Path, show: bool = False) -> dict:
+    """Rewrites report.md and report.png from the run's report.json (and prints its summary
+    where `show`); returns the report."""
     path = Path(run_dir) / REPORT_JSON
     try:
         doc = json.loads(path.read_text())
@@ -80,5 +83,22 @@ def render(run_dir: Path) -> dict:
         raise CompressorError(f"{path} does not exist: is {run_dir} a finished run folder (compress run … --out DIR)?") from None
     except json.JSONDecodeError as e:
         raise CompressorError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    _write_views(Path(run_dir), doc)
+    except (OSError, UnicodeDecodeError) as e:
+        raise CompressorError(f"cannot read {path} ({type(e).__name__})") from None
+    try:
+        doc = ReportDoc.model_validate(doc).model_dump(mode="json")
+        _write_views(Path(run_dir), doc)
+        if show:
+            print_summary(doc["passes"], Path(run_dir))
+    except (ValidationError, KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        # A report.json edited by hand or written by another version: say so, quote little of it.
+        raise CompressorError(f"{path} is not a report this version of compress wrote "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); run the recipe again") from None
     return doc
+
+
+class ReportDoc(Loose):
+    recipe: str
+    model: str | None = None
+    dataset: str | None = None
+    passes: list[Record] = Field(min_length=1)

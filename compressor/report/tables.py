@@ -118,7 +118,7 @@ def latency_search_tables(records: list[dict]) -> list[TableData]:
                                                                "reference ms", "speedup", "met"], rows,
                              {"step", "trial", "ratio", "MACs kept", "p50 ms", "reference ms", "speedup"},
                              "Each trial pruned a copy at `ratio` and timed it interleaved with the model the pass "
-                             "started from; the pass kept the first copy that met the target."))
+                             "started from; the pass kept the least-pruned copy that met the target."))
     return out
 
 

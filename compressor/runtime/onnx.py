@@ -126,25 +126,62 @@ def run_onnx(path: Path, inputs: torch.Tensor) -> dict[str, np.ndarray]:
     return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(names)}
 
 
+# Reference outputs that vary across the inputs by less than this (relative to their scale where
+# it exceeds 1) hardly depend on the input: all zero, constant, or vanishingly small.
+DEGENERATE_SPREAD = 1e-6
+
+
+def scale_of(want: np.ndarray) -> float:
+    return float(np.abs(want).max()) if want.size else 0.0
+
+
+def effective_atol(atol: float, scale: float) -> float:
+    """`atol` as given for outputs of magnitude 1 or more; for smaller outputs, `atol` times their
+    largest magnitude: a model whose outputs are 1e-8 is compared at its own scale, where an
+    absolute 1e-4 would accept anything, all zeros included."""
+    return atol * min(1.0, scale)
+
+
+def is_degenerate(want: np.ndarray, scale: float) -> bool:
+    """Whether a reference output hardly depends on its input, so that matching it proves little."""
+    spread = float(np.abs(want - want[:1]).max()) if len(want) > 1 else scale
+    return spread <= DEGENERATE_SPREAD * max(1.0, scale)
+
+
 def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float,
             what: str, against: str, hint: str) -> dict:
-    """Every output of `got` must match `expected`; the first mismatch raises, naming the output
-    and by how much it is off."""
-    worst, agreement = 0.0, 1.0
+    """Every output of `got` must match `expected` within rtol and an atol scaled to the expected
+    outputs (effective_atol); the first mismatch raises, naming the output and by how much it is
+    off. `degenerate` says the expected outputs hardly vary with the input (is_degenerate)."""
+    worst, agreement, scale, degenerate = 0.0, 1.0, 0.0, False
     for name, want in expected.items():
         have = got[name].astype(np.float32)
         if have.shape != want.shape:
             raise CompressorError(f"{what} output '{name}' has shape {have.shape}, {against} gives {want.shape}")
         diff = float(np.abs(have - want).max()) if want.size else 0.0
-        if not np.allclose(have, want, atol=atol, rtol=rtol):
+        own = scale_of(want)
+        tol = effective_atol(atol, own)
+        if not np.allclose(have, want, atol=tol, rtol=rtol):
+            scaled = f", scaled to outputs up to {own:.3g}" if tol != atol else ""
             raise CompressorError(
                 f"{what} output '{name}' differs from {against} by up to {diff:.3g} "
-                f"(atol {atol:g}, rtol {rtol:g}) on {len(want)} evaluation inputs; {hint}"
+                f"(atol {tol:.3g}{scaled}, rtol {rtol:g}) on {len(want)} evaluation inputs; {hint}"
             )
-        worst = max(worst, diff)
+        worst, scale = max(worst, diff), max(scale, own)
+        degenerate = degenerate or is_degenerate(want, own)
         if want.ndim == 2:
             agreement = min(agreement, float((have.argmax(1) == want.argmax(1)).mean()))
-    return {"max_abs_diff": worst, "top1_agreement": agreement, "samples": len(next(iter(expected.values())))}
+    return {"max_abs_diff": worst, "top1_agreement": agreement, "samples": len(next(iter(expected.values()))),
+            "output_scale": scale, "degenerate": degenerate}
+
+
+def degenerate_note(check: dict, against: str) -> str | None:
+    """What to tell the user where a parity check passed on outputs that hardly vary with the input."""
+    if not check.get("degenerate"):
+        return None
+    return (f"the parity check against {against} proves little: its outputs hardly vary with the input "
+            f"(largest magnitude {check['output_scale']:.3g} over {check['samples']} evaluation inputs); an untrained "
+            "model or a zero-initialised head? Check the model's weights before trusting this export")
 
 
 @torch.no_grad()

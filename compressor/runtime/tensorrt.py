@@ -155,7 +155,8 @@ def _entropy_calibrator(batches: list[torch.Tensor], cache: Path):
             return [self.current.data_ptr()]
 
         def read_calibration_cache(self):
-            return cache.read_bytes() if cache.is_file() else None
+            data = cache.read_bytes() if cache.is_file() else b""
+            return data or None  # an empty file (a fresh stand-in) means: calibrate
 
         def write_calibration_cache(self, data):
             atomic_write(cache, bytes(data))
@@ -164,7 +165,10 @@ def _entropy_calibrator(batches: list[torch.Tensor], cache: Path):
 
 
 def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, input_shape, batches: BatchRange | None,
-                 workspace_mb: int, calibration: list[torch.Tensor] | None = None) -> None:
+                 workspace_mb: int, calibration: list[torch.Tensor] | None = None,
+                 calibration_cache: Path | None = None) -> None:
+    """Builds and writes `engine_path`; INT8 scales are read from, or written to, `calibration_cache`
+    (default: beside the engine). The engine is not checked here: see engine_parity."""
     import tensorrt as trt
 
     logger = _logger()
@@ -183,7 +187,8 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, input_shap
         profile.set_shape(INPUT_NAME, *batches.shapes(input_shape))
         config.add_optimization_profile(profile)
     if calibration:
-        config.int8_calibrator = _entropy_calibrator(calibration, engine_path.with_suffix(".calibration.cache"))
+        cache = calibration_cache or engine_path.with_suffix(".calibration.cache")
+        config.int8_calibrator = _entropy_calibrator(calibration, cache)
         if batches:
             config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)

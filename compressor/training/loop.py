@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compressor.console import console, progress
+from compressor.errors import CompressorError
 from compressor.training import distributed
 from compressor.training.params import TrainParams
 from compressor.training.schedule import lr_schedule
@@ -37,6 +38,7 @@ class _TrainStep:
         self.optimizer, self.cfg, self.ce_weight, self.device = optimizer, cfg, ce_weight, device
         self.total_steps, self.taken = total_steps, 0
         self.advance_lr = lr_schedule(optimizer, cfg, total_steps)
+        self.lr = optimizer.param_groups[0]["lr"]  # what the last step applied (the first group's)
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
 
     @property
@@ -50,6 +52,7 @@ class _TrainStep:
             outputs = self.forward(inputs)
             step = Step(inputs, targets, outputs, epoch, self.taken / self.total_steps)
             losses = self._losses(step)
+        self.lr = self.optimizer.param_groups[0]["lr"]
         self._update(sum(losses.values()), step)
         self.taken += 1
         self.advance_lr(self.taken)
@@ -99,13 +102,15 @@ class _EpochMeter:
         self.sums: dict[str, float] = {}
         self.correct = self.count = 0
 
-    def add(self, step: Step, losses: dict[str, torch.Tensor]) -> int:
+    def add(self, step: Step, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Adds one step's batch; returns its losses as floats (the one device sync of the step)."""
         n = len(step.targets)
         self.count += n
         self.correct += (step.outputs.argmax(1) == step.targets).sum().item()
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v.item() * n
-        return n
+        values = {k: v.item() for k, v in losses.items()}
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * n
+        return values
 
     def info(self, rate: float) -> str:
         shown = " ".join(f"{k} {v / self.count:.3f}" for k, v in self.sums.items())
@@ -129,14 +134,35 @@ def _distribute(loader, model: nn.Module, device: torch.device):
     return loader, nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _stop_if_diverged(values: dict[str, float], train: _TrainStep, where: str) -> None:
+    """Raises where the step's total loss is not finite (inf or NaN), naming the terms that
+    were not; `values` are the losses already read back for the meter, so this costs no sync."""
+    total = sum(values.values())
+    if math.isfinite(total) and abs(total) <= FLOAT32_MAX:
+        return
+    bad = ", ".join(f"{k} {v}" for k, v in values.items() if not math.isfinite(v))
+    what = bad or "their sum " + " + ".join(f"{k} {v:.3g}" for k, v in values.items()) + " overflows float32"
+    if train.taken == 1:  # the first loss comes from the untouched model: no update caused it
+        raise CompressorError(
+            f"loss not finite at {where} ({what}; lr {train.lr:.3g}), before any update: the data or the model "
+            f"gives non-finite values; check the data (inputs and labels) and the model's weights")
+    raise CompressorError(f"training diverged: loss not finite at {where} ({what}; lr {train.lr:.3g} at this "
+                          f"step); lower lr (now {train.cfg.lr:g}), or check the data")
+
+
 def _epoch(train: _TrainStep, loader, epoch: int, epochs: int, bar, desc: str, throughput: _Throughput) -> dict:
     loader.set_epoch(epoch)
     batches = min(len(loader), train.remaining)
     task = bar.add_task(f"{desc} {epoch + 1}/{epochs}", total=batches, info="")
     meter = _EpochMeter()
-    for inputs, targets in islice(loader, batches):
+    for index, (inputs, targets) in enumerate(islice(loader, batches)):
         step, losses = train(inputs, targets, epoch)
-        throughput.add(meter.add(step, losses))
+        values = meter.add(step, losses)
+        _stop_if_diverged(values, train, f"epoch {epoch + 1}/{epochs}, step {index + 1}/{batches}")
+        throughput.add(len(step.targets))
         bar.update(task, advance=1, info=meter.info(throughput.rate()))
     metrics = meter.reduce(train.device)
     for term in train.terms:
