@@ -43,7 +43,7 @@ def _loc(parts) -> str:
     return out
 
 
-def friendly(err: ValidationError, root, origin: str, prefix=()) -> CompressorError:
+def friendly(err: ValidationError, root, origin: str) -> CompressorError:
     """The first problem of a validation error as one line: where (as the user wrote it), what,
     and the nearest valid key or value."""
     first = err.errors()[0]
@@ -65,7 +65,7 @@ def friendly(err: ValidationError, root, origin: str, prefix=()) -> CompressorEr
             else f" (got {excerpt(got)})"
         text = first["msg"].removeprefix("Value error, ")
         msg = text[0].lower() + text[1:] + shown
-    where = _loc([*prefix, *loc]) or "recipe"
+    where = _loc(loc) or "recipe"
     return CompressorError(f"{origin}: {where}: {msg}{tail}")
 
 

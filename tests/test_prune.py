@@ -2,7 +2,10 @@
 per-layer controls hold, attention heads go whole and the model still runs, exports and
 reloads, and structures torch-pruning cannot follow fail with the module and operation named."""
 
+import contextlib
+import inspect
 import math
+import time
 
 import numpy as np
 import pytest
@@ -18,8 +21,8 @@ from compressor.pipeline import Pipeline
 from compressor.pruning.attention import HeadAttention
 from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan
-from compressor.pruning.graph import survey
-from compressor.pruning.targets import bisect
+from compressor.pruning.graph import build_graph, survey
+from compressor.pruning.targets import bisect, prune_copy
 from compressor.recipe import parse_recipe
 from compressor.report import _markdown
 from compressor.runtime import onnx as ox
@@ -277,3 +280,228 @@ def test_speedup_target_is_met_as_measured_on_onnxruntime(tmp_path):
     assert [row.endswith("| ✓ |") for row in trial_rows] == [t["met"] for t in metrics["latency_trials"]]
     kept = [t for t in metrics["latency_trials"] if t["latency_ms"] == metrics["latency_reached"]["latency_ms"]]
     assert kept and kept[0]["met"]
+
+
+class CachedBias(nn.Module):
+    """Caches, in eval mode, a tensor computed from a parameter, per device (timm's LeViT,
+    EfficientFormer and TinyViT attention biases): a forward with autograd on leaves a tensor
+    with history there, and one before pruning leaves a tensor of the old width."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.offsets = nn.Parameter(torch.randn(8))
+        self.cache: dict[str, torch.Tensor] = {}
+        self.fc = nn.Linear(8, 10)
+
+    def offset(self, device) -> torch.Tensor:
+        if self.training:
+            return self.offsets * 2
+        if str(device) not in self.cache:
+            self.cache[str(device)] = self.offsets * 2
+        return self.cache[str(device)]
+
+    def forward(self, x):
+        x = self.conv2(torch.relu(self.conv1(x))).mean((2, 3))
+        return self.fc(x + self.offset(x.device))
+
+
+def test_a_cache_filled_with_autograd_on_neither_breaks_copies_nor_goes_stale():
+    from compressor.pruning.engine import replay
+
+    torch.manual_seed(0)
+    model, example = CachedBias().eval(), torch.randn(1, 1, 28, 28)
+    macs = count_macs_params(model, example)[0]  # counting runs with autograd on: the cache holds history
+    assert model.cache and next(iter(model.cache.values())).grad_fn is not None
+    trial = bisect(model, example, Plan(), survey(model, example), "macs", 0.6 * macs)  # each trial a deep copy
+    pruned = trial.model
+    assert pruned.offsets.shape == (pruned.conv2.out_channels,) != (8,) and pruned(example).shape == (1, 10)
+    rebuilt = replay(CachedBias().eval(), [trial.entries], (1, 28, 28))
+    rebuilt.load_state_dict(pruned.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(example), pruned(example))
+
+
+class PartialResidual(nn.Module):
+    """timm's RexNet block: widens its input, which it adds to the first channels."""
+
+    def __init__(self, width: int, extra: int = 2):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(width, width + extra, 1), nn.BatchNorm2d(width + extra))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.cat([y[:, :x.shape[1]] + x, y[:, x.shape[1]:]], 1)
+
+
+def partial_residuals(blocks: int, head: bool = True) -> nn.Module:
+    """A chain of partial residuals, then a conv (RexNet's head) or straight into the classifier."""
+    torch.manual_seed(0)
+    width = 8 + 2 * blocks
+    tail = [nn.Conv2d(width, 16, 1)] if head else []
+    return nn.Sequential(nn.Conv2d(1, 8, 3), *[PartialResidual(8 + 2 * i) for i in range(blocks)], *tail,
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16 if head else width, 10)).eval()
+
+
+def test_a_chain_of_partial_residuals_prunes_in_seconds():
+    # torch-pruning reads a slice's width as its input's: the cat offsets come out wrong, and
+    # forming a group took 10 s at 5 blocks, about 8× more with each block after.
+    from compressor.pruning.engine import replay
+
+    model, example = partial_residuals(12), torch.randn(1, 1, 12, 12)
+    start = time.perf_counter()
+    history = prune(model, 0.5, example=example)
+    assert time.perf_counter() - start < 10
+    assert model[12].conv[0].out_channels == 16 and model(example).shape == (1, 10)
+    rebuilt = replay(partial_residuals(12), [history], (1, 12, 12))
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(example), model(example))
+
+
+def test_a_group_whose_index_mapping_runs_away_stops_in_seconds(monkeypatch):
+    # With torch-pruning's own cat widths, forming a group of 8 partial residuals would take
+    # hours (10 s at 5, about 8× more with each block after).
+    from compressor.pruning import graph
+    from compressor.pruning.engine import prune_channels
+
+    monkeypatch.setattr(graph, "known_concat_sizes", lambda sizes: contextlib.nullcontext())
+    model, example = partial_residuals(8), torch.randn(1, 1, 12, 12)
+    found = survey(model, example)
+    start = time.perf_counter()
+    with pytest.raises(CompressorError, match=r"fails on the channels of '8\.conv\.0': .*index mapping runs away"):
+        prune_channels(model, example, Plan(), 0.5, found.protected_layers())
+    assert time.perf_counter() - start < 10
+
+
+class Ghost(nn.Module):
+    """GhostNet's module: a layer's channels and a depthwise copy of them, side by side; channel
+    i and i + width/2 stay together, which torch-pruning's ranking does not know."""
+
+    def __init__(self, width: int, out: int):
+        super().__init__()
+        self.primary = nn.Sequential(nn.Conv2d(width, out // 2, 1), nn.BatchNorm2d(out // 2), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(out // 2, out // 2, 3, padding=1, groups=out // 2), nn.BatchNorm2d(out // 2))
+        self.shortcut = nn.Sequential(nn.Conv2d(width, out, 1), nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        p = self.primary(x)
+        return torch.cat([p, self.cheap(p)], 1) + self.shortcut(x)
+
+
+def ghosts() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 16, 3), Ghost(16, 32), Ghost(32, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(32, 10)).eval()
+
+
+def test_groups_torch_pruning_leaves_whole_are_named_by_the_pass_inspect_and_a_target(tmp_path, capsys):
+    from compressor.pruning.inspection import inspect_model
+
+    source = {"source": "python:tests.test_prune:ghosts"}
+    data = {**SYNTHETIC_RGB, "channels": 1, "image_size": 12}
+    state, _ = run_recipe(tmp_path, source, data, [{"type": "prune", "ratio": 0.5}])
+    skipped = state.records[-1]["metrics"]["steps"][0]["skipped"]
+    assert set(skipped) == {"1.shortcut.0", "2.shortcut.0"}
+    assert "the cut would take all 32 output channels of '2.shortcut.0'" in skipped["2.shortcut.0"]
+    assert "not pruned: '2.shortcut.0': torch-pruning leaves it whole" in capsys.readouterr().out
+
+    report = inspect_model(ghosts(), (1, 12, 12), "ghosts")
+    assert [g.reason for g in report.survey.groups if g.root == "1.primary.0"] == [report.skipped["1.shortcut.0"]]
+
+    model, example = ghosts(), torch.randn(1, 1, 12, 12)
+    with pytest.raises(CompressorError, match="torch-pruning left 2 of the 3 groups it could cut whole") as caught:
+        bisect(model, example, Plan(), survey(model, example), "macs", 0.2 * count_macs_params(model, example)[0])
+    assert "un-ignore" not in str(caught.value)
+
+
+class TwoCulprits(nn.Module):
+    """Two branches that pruning breaks: one reshapes to a hard-coded width (torch-pruning maps
+    it wrongly), the other scales by a plain tensor (the model fails once pruned)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a1, self.a2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.b1, self.b2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.scale = torch.ones(1, 16, 1, 1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        a = self.a2(torch.relu(self.a1(x))).mean((2, 3))
+        b = self.b2(torch.relu(self.b1(x)) * self.scale).mean((2, 3))
+        return self.fc(torch.cat([a.reshape(a.shape[0], 2, 16).flatten(1), b], 1))
+
+
+def test_every_group_that_breaks_is_named_at_once():
+    model, example = TwoCulprits().eval(), torch.randn(1, 1, 28, 28)
+    with pytest.raises(CompressorError, match="pruning breaks 2 groups of channels; add all 2 to ignore: 'b1', 'a2'") \
+            as caught:
+        prune_copy(model, example, Plan(), 0.5, survey(model, example))
+    assert "self.scale" in str(caught.value) and "a.reshape(a.shape[0], 2, 16)" in str(caught.value)
+    prune(model, 0.5, ignore=["a2", "b1"])
+    assert model.a1.out_channels == 8 and model(example).shape == (1, 10)
+
+
+class ShapedScale(nn.Module):
+    """timm's MetaFormer layer scale: the shape it views its parameter in is a plain tuple."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.scale, self.shape = nn.Parameter(torch.ones(width)), (width, 1, 1)
+
+    def forward(self, x):
+        return x * self.scale.view(self.shape)
+
+
+class ScaledResidual(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(width, 2 * width, 1), nn.Conv2d(2 * width, width, 1)
+        self.scale = ShapedScale(width)
+
+    def forward(self, x):
+        return x + self.scale(self.conv2(torch.relu(self.conv1(x))))
+
+
+def test_inspect_names_a_group_that_fails_once_cut_whatever_layer_torch_pruning_roots_it_at():
+    from compressor.pruning.inspection import inspect_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), ScaledResidual(8), ScaledResidual(8), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10)).eval()
+    report = inspect_model(model, (1, 12, 12), "scaled")
+    assert list(report.broken) == ["2.conv2"]  # torch-pruning's root; survey names the group by its first layer
+    stream = [g for g in report.survey.groups if g.root == "0"]
+    assert stream and "self.scale.view(self.shape)" in stream[0].reason
+    assert [g.root for g in report.survey.prunable] == ["1.conv1", "2.conv1"]
+
+
+def test_concat_widths_come_from_the_forward():
+    import torch_pruning as tp
+    from torch_pruning.dependency import index_mapping
+
+    assert list(inspect.signature(index_mapping.update_concat_index_mapping).parameters) == ["graph", "cat_node"]
+    model, example = partial_residuals(1), torch.randn(1, 1, 12, 12)
+    inferred = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    ours = build_graph(model, example)
+    widths = [[n.module.concat_sizes for n in g.module2node.values() if n.type == tp.ops.OPTYPE.CONCAT]
+              for g in (inferred, ours)]
+    assert widths[1] == [[8, 2]]
+    assert widths[0] != widths[1], "torch-pruning infers a cat of a slice right now: known_concat_sizes may go"
+
+
+def test_a_bounded_group_stops_growing():
+    from torch_pruning.dependency.group import Group
+
+    from compressor.pruning.graph import out_group
+    from compressor.pruning.tp_internals import GroupExplosion, bounded_groups
+
+    assert list(inspect.signature(Group.add_dep).parameters) == ["self", "dep", "idxs"]
+    model = resnet20()
+    graph = build_graph(model, torch.randn(1, 1, 28, 28))
+    with bounded_groups(1, 16):  # ResNet's stem group reaches each layer once, with its 16 channels
+        whole = len(out_group(graph, model.conv1))
+    for visits, channels in ((0, 16), (1, 15)):
+        with bounded_groups(visits, channels), pytest.raises(GroupExplosion, match="index mapping runs away"):
+            out_group(graph, model.conv1)
+    assert len(out_group(graph, model.conv1)) == whole  # the bound is gone with the block

@@ -15,6 +15,7 @@ from compressor.passes import Pass, register_pass
 from compressor.pruning.engine import Plan, prune_step, resolve_ratios
 from compressor.pruning.graph import match_modules, survey
 from compressor.pruning.importance import NEEDS_GRADIENTS, Criterion, accumulate_gradients
+from compressor.pruning.leftovers import drop_autograd_history
 from compressor.pruning.targets import BudgetSearch, LatencyProbe, LatencySearch, RatioSearch
 from compressor.schema import PassParams, Variant, tagged
 from compressor.training import TrainParams, fit
@@ -141,7 +142,7 @@ def prune_to(model, example, p: PruneParams, ratio: float) -> list:
     """One pruning step of `model`, in place, by `ratio` with the settings of `p`; returns the
     step's history (what checkpoints replay)."""
     found = survey(model, example, match_modules(model, p.ignore, "ignore"))
-    return prune_step(model.eval(), example, p.plan(model), ratio, found)
+    return prune_step(model.eval(), example, p.plan(model), ratio, found).entries
 
 
 def log_trial(step: int, number: int, row: dict) -> None:
@@ -191,6 +192,7 @@ class Prune(Pass):
             search.close()
         model.zero_grad(set_to_none=True)
         macs, params = count_macs_params(model, example)
+        drop_autograd_history(model)  # the passes after this one copy the model
         return {"macs_kept": macs / macs0, "params_kept": params / params0, "steps": steps,
                 "protected": sorted({f"{g.root}: {g.reason}" for g in found.groups if g.reason}), **search.metrics()}
 
@@ -199,8 +201,11 @@ class Prune(Pass):
         heads = sum(len(idxs) for _, kind, idxs in trial.entries if kind == "heads")
         removed = 1 - channels[1] / channels[0] if channels[0] else 0.0
         record = {"step": step, "ratio": round(trial.ratio, 4), "channels_removed": removed,
-                  "heads_removed": heads, "macs_kept": trial.macs / macs0, "params_kept": trial.params / params0}
+                  "heads_removed": heads, "macs_kept": trial.macs / macs0, "params_kept": trial.params / params0,
+                  "skipped": trial.skipped}
         console.print(f"  step {step}/{steps}: removed {removed:.1%} of the prunable channels"
                       f"{f' and {heads} attention heads' if heads else ''} (ratio {trial.ratio:.3f}): "
                       f"MACs ×{record['macs_kept']:.3f}, params ×{record['params_kept']:.3f} of the start")
+        for root, why in trial.skipped.items():
+            console.print(f"    [yellow]not pruned: '{root}': {why}[/yellow]")
         return record

@@ -6,9 +6,10 @@ importance    channel and head ranking criteria
 engine        one pruning step (heads, then channels) and the history replay checkpoints use
 targets       ratio search for MACs / params budgets; latency targets measured on a backend
 diagnose      failures turned into one line naming the module and the operation
-inspection    what `compress inspect` reports
+inspection    what `compress inspect` reports; the search for every group that breaks when cut
 sensitivity   what `compress analyze` measures
-sweep         the torchvision model-zoo check behind docs/pruning.md
+sweep         the torchvision and timm model-zoo check behind docs/pruning.md
+leftovers     tensors a forward leaves in module attributes (caches), kept from copies and traces
 tp_internals  torch-pruning's private internals we rely on, in one place, guarded by tests/test_tp_internals.py
 
 MACs and parameters are counted in compressor/measure.py.

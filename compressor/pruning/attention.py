@@ -2,8 +2,9 @@
 (num_heads × head_dim) to the embedding width, so a whole head cannot be removed from them.
 `as_head_attention` swaps one for an equivalent module without that tie; the swap keeps
 the parameter names, so a converted model loads the original weights and vice versa.
-timm's ViT/DeiT attention needs no swap. `drop_heads` then removes heads: rows of the packed q/k/v projection, columns of the output
-projection and the head's entries in per-head tables."""
+timm's ViT/DeiT and Swin attention need no swap. `drop_heads` then removes heads: rows of the
+packed q/k/v projection, columns of the output projection and the head's entries in per-head
+tables."""
 
 import sys
 
@@ -174,18 +175,20 @@ class WindowAttention(HeadAttention):
 
 
 class TimmHeads(Heads):
-    """Head surgery on timm's ViT/DeiT `Attention`, which keeps its inner width (`attn_dim`)
-    apart from the embedding width already, so it needs no swap."""
+    """Head surgery on timm's ViT/DeiT `Attention` and Swin `WindowAttention`, which keep their
+    inner width apart from the embedding width already, so they need no swap."""
 
     def __init__(self, module: nn.Module):
         self.module = module
+        self.head_dim = module.proj.in_features // module.num_heads  # fixed while the projections shrink
 
     @staticmethod
     def accepts(module: nn.Module) -> bool:
         kind = type(module)
-        return kind.__name__ == "Attention" and kind.__module__.startswith("timm.") and hasattr(module, "attn_dim")
+        vit = kind.__name__ == "Attention" and hasattr(module, "attn_dim")
+        swin = kind.__name__ == "WindowAttention" and hasattr(module, "relative_position_bias_table")
+        return kind.__module__.startswith("timm.") and (vit or swin)
 
-    head_dim = property(lambda self: self.module.head_dim)
     in_weight = property(lambda self: self.module.qkv.weight)
     in_bias = property(lambda self: self.module.qkv.bias)
     out_proj = property(lambda self: self.module.proj)
@@ -196,16 +199,19 @@ class TimmHeads(Heads):
 
     @num_heads.setter
     def num_heads(self, value: int) -> None:
-        self.module.num_heads, self.module.attn_dim = value, value * self.module.head_dim
+        self.module.num_heads = value
+        if hasattr(self.module, "attn_dim"):
+            self.module.attn_dim = value * self.head_dim
 
     def set_in_projection(self, weight, bias):
         self.module.qkv.weight, self.module.qkv.bias = weight, bias
         self.module.qkv.out_features = len(weight)
 
     def drop_head_tables(self, kept):
-        """The output norm (scale_norm) and the output gate (gated) span the inner width too."""
+        """ViT's output norm (scale_norm) and output gate (gated) span the inner width too;
+        Swin's relative-position-bias table has a column per head."""
         columns = (kept.view(-1, 1) * self.head_dim + torch.arange(self.head_dim)).flatten()
-        norm, gate = self.module.norm, getattr(self.module, "gate", None)
+        norm, gate = getattr(self.module, "norm", None), getattr(self.module, "gate", None)
         if getattr(norm, "weight", None) is not None:
             norm.weight = _keep(norm.weight, columns, 0)
             norm.bias = None if norm.bias is None else _keep(norm.bias, columns, 0)
@@ -214,6 +220,9 @@ class TimmHeads(Heads):
             gate.weight = _keep(gate.weight, columns, 0)
             gate.bias = None if gate.bias is None else _keep(gate.bias, columns, 0)
             gate.out_features = len(columns)
+        table = getattr(self.module, "relative_position_bias_table", None)
+        if table is not None:
+            self.module.relative_position_bias_table = _keep(table, kept, 1)
 
 
 # Attention types whose heads can be removed, and the module each becomes. Swin v2 (cosine
@@ -224,10 +233,13 @@ CONVERTIBLE = {nn.MultiheadAttention: SelfAttention, ShiftedWindowAttention: Win
 _OPAQUE = (ShiftedWindowAttention, ShiftedWindowAttentionV2, SelfAttention, WindowAttention)
 
 
+# timm's attention classes whose heads TimmHeads removes, by module (timm is optional).
+_TIMM = {"timm.models.vision_transformer": "Attention", "timm.models.swin_transformer": "WindowAttention"}
+
+
 def opaque_types() -> tuple[type, ...]:
-    """The opaque attention types, with timm's when a timm model is in use (timm is optional)."""
-    timm = sys.modules.get("timm.models.vision_transformer")
-    return _OPAQUE + ((timm.Attention,) if timm is not None else ())
+    """The opaque attention types, with timm's once their modules are imported."""
+    return _OPAQUE + tuple(getattr(sys.modules[module], name) for module, name in _TIMM.items() if module in sys.modules)
 
 
 def attention_types() -> tuple[type, ...]:

@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from compressor.errors import CompressorError
+from compressor.pruning.leftovers import leaving_no_tensors
 from compressor.pruning.tp_internals import failing_node
 
 # Frames from these packages are machinery; the frame worth showing is the model's own code.
@@ -59,7 +60,7 @@ def module_stack(model: nn.Module):
 
 def forward_or_explain(model: nn.Module, example: torch.Tensor, doing: str):
     """Runs the model; a failure becomes a CompressorError naming the module and source line."""
-    with module_stack(model) as stack:
+    with module_stack(model) as stack, leaving_no_tensors(model):
         try:
             with torch.no_grad():
                 return model(example)
@@ -68,6 +69,15 @@ def forward_or_explain(model: nn.Module, example: torch.Tensor, doing: str):
             module = f" in module {stack[-1]}" if stack else ""
             raise CompressorError(f"{doing}: the model fails{module}{where}: {type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:200]}") from None
+
+
+def _caller_stack() -> list[traceback.FrameSummary]:
+    """The stack of the operation a torch function mode is handling, without the frames of the
+    modes handling it (another mode may run inside this one)."""
+    frames = traceback.extract_stack()
+    while frames and frames[-1].name in ("__torch_function__", "_caller_stack"):
+        frames.pop()
+    return frames
 
 
 class _Origins(TorchFunctionMode):
@@ -82,7 +92,7 @@ class _Origins(TorchFunctionMode):
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor) and t.grad_fn is not None and t.grad_fn not in self.origin:
                 name = getattr(func, "__name__", str(func))
-                self.origin[t.grad_fn] = (f"{name}{_short(_model_frame(traceback.extract_stack()[:-1]))}",
+                self.origin[t.grad_fn] = (f"{name}{_short(_model_frame(_caller_stack()))}",
                                           self.stack[-1] if self.stack else "the model")
         return out
 

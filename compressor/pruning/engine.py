@@ -18,9 +18,25 @@ from compressor.errors import CompressorError
 from compressor.inputs import example_input
 from compressor.pruning.attention import as_head_attention, drop_heads
 from compressor.pruning.diagnose import forward_or_explain, headline
-from compressor.pruning.graph import GRAPH_OPTIONS, ForwardFn, GroupFailure, Survey, build_graph, match_modules
+from compressor.pruning.graph import (
+    GRAPH_OPTIONS,
+    ForwardFn,
+    GroupFailure,
+    Survey,
+    build_graph,
+    forming_groups,
+    match_modules,
+    tracing,
+)
 from compressor.pruning.importance import channel_importance, head_scores
-from compressor.pruning.tp_internals import channel_groups, deferred_group_check, failing_group, rounding_pruner
+from compressor.pruning.leftovers import drop_autograd_history
+from compressor.pruning.tp_internals import (
+    GroupExplosion,
+    channel_groups,
+    deferred_group_check,
+    failing_group,
+    rounding_pruner,
+)
 
 HEADS = "heads"
 
@@ -56,6 +72,7 @@ def resolve_ratios(model: nn.Module, patterns: dict[str, float]) -> dict[str, fl
 
 def clone(model: nn.Module) -> nn.Module:
     """A deep copy that keeps gradients (taylor importance reads them; deepcopy drops them)."""
+    drop_autograd_history(model)  # deepcopy refuses a tensor with history
     twin = copy.deepcopy(model)
     for mine, theirs in zip(model.parameters(), twin.parameters()):
         if mine.grad is not None:
@@ -99,12 +116,13 @@ def _nearest_multiple(n_pruned: int, current_channels: int, round_to: int) -> in
 
 
 def channel_pruner(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float,
-                   protected: set[str]) -> tp.pruner.BasePruner:
+                   protected: set[str], forward_fn: ForwardFn | None = None) -> tp.pruner.BasePruner:
     modules = dict(model.named_modules())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped parameter it meets
         return rounding_pruner(
-            _nearest_multiple, model, example, importance=channel_importance(plan.importance, plan.norm),
+            _nearest_multiple, model, example, forward_fn=forward_fn,
+            importance=channel_importance(plan.importance, plan.norm),
             global_pruning=plan.global_, pruning_ratio=ratio,
             pruning_ratio_dict={modules[n]: r for n, r in plan.ratios.items() if n in modules} or None,
             max_pruning_ratio=plan.max_ratio, round_to=plan.round_to,
@@ -133,20 +151,47 @@ def _capped(pruner: tp.pruner.BasePruner, group, limit: float, round_to: int | N
     return graph.get_pruning_group(module, handler, [i + g * size for g in range(groups) for i in chosen])
 
 
-def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, protected: set[str]) -> list:
+@dataclass
+class Cut:
+    """What a pruning step did: its history entries, and the groups torch-pruning left whole
+    (root layer -> why)."""
+
+    entries: list[list]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _why_skipped(graph: tp.DependencyGraph, group, names: dict[nn.Module, str]) -> str:
+    """torch-pruning's own check refuses a cut that would take every channel of a layer: which
+    layer. Through channels coupled to the chosen ones (GhostNet's cat of a layer and a
+    depthwise copy of it pairs channel i with i + width/2) a half-cut can reach them all."""
+    for dep, idxs in group:
+        out = graph.is_out_channel_pruning_fn(dep.handler)
+        width = (graph.get_out_channels if out else graph.get_in_channels)(dep.target.module)
+        if width is not None and len(idxs) >= width:
+            layer = names.get(dep.target.module, dep.target.name)
+            return (f"torch-pruning leaves it whole: with the channels coupled to those it ranks lowest, the cut "
+                    f"would take all {width} {'output' if out else 'input'} channels of '{layer}'")
+    return "torch-pruning's check refuses its cut"
+
+
+def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, protected: set[str]) -> Cut:
     """Cuts channels with torch-pruning; a failure on one group raises GroupFailure naming it."""
     names = {m: n for n, m in model.named_modules()}
+    skipped = {}
     try:
-        pruner = channel_pruner(model, example, plan, ratio, protected)
-        # torch-pruning drops a group that would lose every channel; under global ranking that
-        # group should lose max_ratio of them instead, so the check comes after the cap.
-        with deferred_group_check(pruner) as check, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for group in pruner.step(interactive=True):
-                if plan.global_:
-                    group = _capped(pruner, group, plan.max_ratio, plan.round_to)
-                if check(group):
-                    group.prune()
+        with tracing(model) as forward:
+            pruner = channel_pruner(model, example, plan, ratio, protected, forward)
+            # torch-pruning drops a group that would lose every channel; under global ranking that
+            # group should lose max_ratio of them instead, so the check comes after the cap.
+            with deferred_group_check(pruner) as check, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for group in pruner.step(interactive=True):
+                    if plan.global_:
+                        group = _capped(pruner, group, plan.max_ratio, plan.round_to)
+                    if check(group):
+                        group.prune()
+                    else:
+                        skipped[names.get(group[0].dep.target.module, "?")] = _why_skipped(pruner.DG, group, names)
     except CompressorError:
         raise
     except Exception as e:  # torch-pruning met a structure it maps wrongly
@@ -154,21 +199,24 @@ def prune_channels(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: f
         if group is None:
             raise CompressorError(f"torch-pruning fails: {headline(e)}") from None
         raise GroupFailure(names.get(group[0].dep.target.module, "?"), e) from None
-    return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+    entries = [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+    return Cut(entries, skipped)
 
 
-def prune_step(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, survey: Survey) -> list[list]:
-    """Prunes `model` in place by `ratio` (heads and channels) and returns the step's history."""
-    entries: list[list] = []
+def prune_step(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, survey: Survey) -> Cut:
+    """Prunes `model` in place by `ratio` (heads and channels): the step's history and the
+    groups torch-pruning skipped."""
+    cut = Cut([])
     if plan.heads and survey.heads:
         for name, heads in choose_heads(model, plan, ratio, survey.heads).items():
             drop_heads(model, name, heads)
-            entries.append([name, HEADS, heads])
+            cut.entries.append([name, HEADS, heads])
     if survey.prunable:
-        entries += prune_channels(model, example, plan, ratio, survey.protected_layers())
+        channels = prune_channels(model, example, plan, ratio, survey.protected_layers())
+        cut = Cut(cut.entries + channels.entries, channels.skipped)
     model.zero_grad(set_to_none=True)
     forward_or_explain(model, example, "after pruning")
-    return entries
+    return cut
 
 
 def replay(model: nn.Module, history: list[list], input_shape, forward_fn: ForwardFn | None = None) -> nn.Module:
@@ -185,8 +233,9 @@ def replay(model: nn.Module, history: list[list], input_shape, forward_fn: Forwa
                 continue
             graph = graph or build_graph(model, example, forward_fn)
             try:
-                graph.load_pruning_history([(name, kind, idxs)])
-            except (AttributeError, AssertionError, IndexError, ValueError) as e:
+                with forming_groups(model):
+                    graph.load_pruning_history([(name, kind, idxs)])
+            except (AttributeError, AssertionError, IndexError, ValueError, GroupExplosion) as e:
                 raise CompressorError(f"cannot replay the pruning of '{name}' on this model "
                                       f"({type(e).__name__}: {e}); was the checkpoint made from another model?") from None
     return model

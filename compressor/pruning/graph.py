@@ -1,24 +1,28 @@
 """torch-pruning's dependency graph as this project configures it, and a survey of its groups:
 which channels are removed together, and why the others cannot be."""
 
+import contextlib
 import fnmatch
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.overrides import TorchFunctionMode
 
 from compressor.errors import CompressorError
 from compressor.pruning.attention import attention_heads, attention_types, opaque_types
 from compressor.pruning.diagnose import explain_graph_failure, forward_or_explain, headline, recording_origins
-from compressor.pruning.tp_internals import module_names
+from compressor.pruning.leftovers import leaving_no_tensors
+from compressor.pruning.tp_internals import bounded_groups, known_concat_sizes, module_names
 
 # Graph nodes that move channels around rather than compute on them: where mapping goes wrong.
 RESHAPING = (tp.ops.OPTYPE.RESHAPE, tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND,
              tp.ops.OPTYPE.EXPAND, tp.ops.OPTYPE.SLICE)
 ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM)  # layers whose output channels start a group
+IGNORED = "ignore: "  # how the reason of a group the user's ignore keeps starts
 
 
 def _width(layer: nn.Module) -> int:
@@ -64,11 +68,60 @@ GRAPH_OPTIONS = _Options()
 
 ForwardFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
+_CATS = {torch.cat, torch.concat, torch.concatenate}
+# A real group reaches each layer with a few different sets of channels (Swin: 3, RexNet: 11, a
+# chain of 20 partial residuals: 35, EdgeNeXt: 66), and addresses at most as many channels in one
+# as the widest weight dimension has (a flatten into a Linear): past these bounds, with a
+# margin, torch-pruning's index mapping has run away.
+VISITS, CHANNELS_PER_WIDTH = 128, 2
+
+
+class _Trace(TorchFunctionMode):
+    """What torch-pruning's tracing loses, kept while the model runs: the input widths of each
+    torch.cat, by the autograd node of its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.cat_sizes: dict[object, list[int]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in _CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
+            self.cat_sizes[out.grad_fn] = [t.shape[dim] for t in args[0]]
+        return out
+
+
+@contextlib.contextmanager
+def forming_groups(model: nn.Module) -> Iterator[None]:
+    """While the block runs, forming a group of a graph of `model` stops with GroupExplosion
+    once it outgrows any real group."""
+    widest = max((max(p.shape, default=1) for p in model.parameters()), default=1)
+    with bounded_groups(VISITS, CHANNELS_PER_WIDTH * widest):
+        yield
+
+
+@contextlib.contextmanager
+def tracing(model: nn.Module, forward_fn: ForwardFn | None = None) -> Iterator[ForwardFn]:
+    """The forward to give torch-pruning for `model`: `forward_fn(model, example)` (the model
+    alone when None), which leaves no tensor cached in the model. While the block runs, graphs
+    traced with it map channels through every torch.cat with the widths the forward saw, and
+    forming a group stops with GroupExplosion once it outgrows any real group."""
+    trace = _Trace()
+
+    def forward(net: nn.Module, example: torch.Tensor) -> torch.Tensor:
+        with leaving_no_tensors(net), trace:
+            return forward_fn(net, example) if forward_fn else net(example)
+
+    with known_concat_sizes(trace.cat_sizes), forming_groups(model):
+        yield forward
+
 
 def _build(model: nn.Module, example: torch.Tensor, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
-    with warnings.catch_warnings():
+    with tracing(model, forward_fn) as forward, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch-pruning warns about every unwrapped parameter it meets
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward_fn,
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward,
                                                      verbose=False, **GRAPH_OPTIONS)
 
 
@@ -99,14 +152,18 @@ class GroupFailure(CompressorError):
 
 
 def explain_group_failure(model: nn.Module, example: torch.Tensor, failure: GroupFailure) -> str:
-    """The failure, with the reshaping operations the group's channels pass through (the usual
-    culprits), found on the intact `model`."""
+    """Why torch-pruning fails on the group, with the reshaping operations its channels pass
+    through (the usual culprits), found on the intact `model`."""
     with recording_origins(model) as origins:
         graph = _build(model, example)
-    group = out_group(graph, model.get_submodule(failure.root))
+    try:
+        with forming_groups(model):
+            group = out_group(graph, model.get_submodule(failure.root))
+    except Exception:  # torch-pruning cannot form the whole group either: no operation to point at
+        group = []
     ops = [origins[d.target.grad_fn] for d, _ in group if d.target.type in RESHAPING and d.target.grad_fn in origins]
     where = f" (they pass through the {ops[0][0]} in module {ops[0][1]})" if ops else ""
-    return f"{failure}{where}; add '{failure.root}' to ignore"
+    return f"torch-pruning fails on its channels: {headline(failure.cause)}{where}"
 
 
 def match_modules(model: nn.Module, patterns, key: str) -> dict[str, str]:
@@ -162,15 +219,11 @@ def _reason(graph, group, sinks, ignored: dict[str, str]) -> str | None:
             return f"embedding width of attention '{names[target.module]}' (its heads are pruned instead)"
         name = names.get(target.module) if out else None
         if name in ignored:
-            return f"ignore: '{ignored[name]}' covers '{name}'"
+            return f"{IGNORED}'{ignored[name]}' covers '{name}'"
     return None
 
 
-def survey(model: nn.Module, example: torch.Tensor, ignored: dict[str, str] | None = None) -> Survey:
-    """Every group of coupled channels in `model`, each prunable or with the reason it is not."""
-    ignored = ignored or {}
-    forward_or_explain(model, example, f"running the model on one input of shape {tuple(example.shape[1:])}")
-    graph = build_graph(model, example)
+def _groups(model: nn.Module, example: torch.Tensor, graph: tp.DependencyGraph, ignored: dict[str, str]) -> list[Group]:
     names = {m: n for n, m in model.named_modules()}
     sinks = {node for node in graph.module2node.values() if not node.outputs}  # nodes that are model outputs
     groups, seen = [], set()
@@ -193,6 +246,16 @@ def survey(model: nn.Module, example: torch.Tensor, ignored: dict[str, str] | No
         layers = [names[m] for m in outs if m in names and m is not module and isinstance(m, ROOT_TYPES)]
         followers = [names[m] for m in ins if m in names and isinstance(m, (*ROOT_TYPES, *attention_types()))]
         groups.append(Group(names[module], width, layers, followers, _reason(graph, group, sinks, ignored)))
+    return groups
+
+
+def survey(model: nn.Module, example: torch.Tensor, ignored: dict[str, str] | None = None) -> Survey:
+    """Every group of coupled channels in `model`, each prunable or with the reason it is not."""
+    ignored = ignored or {}
+    forward_or_explain(model, example, f"running the model on one input of shape {tuple(example.shape[1:])}")
+    graph = build_graph(model, example)
+    with forming_groups(model):
+        groups = _groups(model, example, graph, ignored)
     inside_attention = {id(m) for a in model.modules() if isinstance(a, attention_types()) for m in a.modules()}
     untraced = [n for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and m not in graph.module2node
                 and id(m) not in inside_attention]

@@ -3,10 +3,9 @@ MACs or parameter budget (`bisect` finds the least pruning that lands on it), or
 measured on a real backend (ZipLM's point: the target is what the device shows, not what MACs
 promise)."""
 
-import copy
 import statistics
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +15,8 @@ import torch.nn as nn
 from compressor.errors import CompressorError
 from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan, clone, prune_step, step_share
-from compressor.pruning.graph import GroupFailure, Survey, explain_group_failure
+from compressor.pruning.graph import IGNORED, Survey
+from compressor.pruning.inspection import BreakingGroups, breaking_groups, fewest_to_ignore
 from compressor.runtime import onnx as ox
 from compressor.runtime.backends import BACKENDS, Candidate, Settings
 from compressor.runtime.latency import interleaved, paired_speedup
@@ -30,15 +30,51 @@ class Trial:
     macs: int
     params: int
     measured: dict | None = None  # latency of this copy, when it was timed
+    skipped: dict[str, str] = field(default_factory=dict)  # groups torch-pruning left whole -> why
+
+
+class OutOfReach(CompressorError):
+    """The most pruning the plan allows does not reach a MACs or parameter target."""
+
+
+def _every_culprit(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, survey: Survey,
+                   failure: CompressorError) -> CompressorError:
+    """The error for a step that failed with `failure`: every group that breaks at this ratio,
+    as few layers as keep them all whole, so that one run tells what to ignore; `failure`
+    itself where the groups alone do not break (heads, say)."""
+    broken = breaking_groups(model, example, survey, plan, ratio).broken
+    needed = fewest_to_ignore(model, example, survey, plan, ratio, list(broken))
+    return BreakingGroups({root: broken[root] for root in needed}) if needed else failure
 
 
 def prune_copy(model: nn.Module, example: torch.Tensor, plan: Plan, ratio: float, survey: Survey) -> Trial:
     twin = clone(model)
     try:
-        entries = prune_step(twin, example, plan, ratio, survey)
-    except GroupFailure as failure:
-        raise CompressorError(explain_group_failure(model, example, failure)) from None
-    return Trial(ratio, twin, entries, *count_macs_params(twin, example))
+        cut = prune_step(twin, example, plan, ratio, survey)
+    except CompressorError as failure:  # a group torch-pruning cannot cut, or a model that no longer runs
+        raise _every_culprit(model, example, plan, ratio, survey, failure) from None
+    return Trial(ratio, twin, cut.entries, *count_macs_params(twin, example), skipped=cut.skipped)
+
+
+def _groups(n: int) -> str:
+    return f"{n} group{'s' if n != 1 else ''}"
+
+
+def _what_limits(plan: Plan, survey: Survey, most: Trial) -> str:
+    """What keeps the channels that the most pruning the plan allows leaves."""
+    ignored = [g for g in survey.groups if g.reason and g.reason.startswith(IGNORED)]
+    fixed = [g for g in survey.groups if g.reason and g not in ignored]
+    limits = [f"no layer loses more than max_ratio_per_layer ({plan.max_ratio:.3g})"]
+    if most.skipped:
+        root, why = next(iter(most.skipped.items()))
+        limits.append(f"torch-pruning left {len(most.skipped)} of the {_groups(len(survey.prunable))} it could cut "
+                      f"whole ('{root}': {why})")
+    if fixed:
+        limits.append(f"{_groups(len(fixed))} cannot be pruned ('{fixed[0].root}': {fixed[0].reason})")
+    if ignored:
+        limits.append(f"ignore keeps {_groups(len(ignored))} whole")
+    advice = ["raise max_ratio_per_layer", *(["un-ignore layers"] if ignored else []), "or ask for less"]
+    return f"{'; '.join(limits)}. {', '.join(advice)}"
 
 
 def bisect(model: nn.Module, example: torch.Tensor, plan: Plan, survey: Survey, key: str, goal: float,
@@ -49,10 +85,8 @@ def bisect(model: nn.Module, example: torch.Tensor, plan: Plan, survey: Survey, 
     start = dict(zip(("macs", "params"), count_macs_params(model, example)))[key]
     most = prune_copy(model, example, plan, plan.max_ratio, survey)
     if getattr(most, key) > goal:
-        raise CompressorError(
-            f"{key} target out of reach: removing up to max_ratio_per_layer of every prunable group still keeps "
-            f"{getattr(most, key) / start:.3f} of this step's {key}; raise max_ratio_per_layer, un-ignore layers, "
-            "or ask for less")
+        raise OutOfReach(f"{key} target out of reach: the most pruning allowed keeps {getattr(most, key) / start:.3f} "
+                         f"of this step's {key}: {_what_limits(plan, survey, most)}")
     (low, above), (high, best) = (0.0, start), (plan.max_ratio, most)
     interpolate = True
     for _ in range(rounds):
@@ -88,11 +122,11 @@ class LatencyProbe:
         self.reference_ms = statistics.median(interleaved({"reference": self.reference}, warmup, iters)["reference"])
 
     def runner(self, model: nn.Module, name: str) -> Callable[[], None]:
-        candidate = Candidate(name, model=copy.deepcopy(model))
+        candidate = Candidate(name, model=clone(model))
         if self.backend.needs in ("onnx", "engine"):
             candidate.onnx = self.settings.workdir / f"{name}.onnx"
             # TorchScript export: several times faster than dynamo, and each trial exports once.
-            ox.export(copy.deepcopy(model), self.input_shape, candidate.onnx, dynamo=False)
+            ox.export(clone(model), self.input_shape, candidate.onnx, dynamo=False)
         return self.backend.runner(candidate, self.batch, self.input_shape, self.settings)
 
     def measure(self, model: nn.Module) -> dict:
@@ -213,7 +247,7 @@ class LatencySearch:
     def _pruned_to(self, model, example, survey: Survey, macs: float) -> Trial:
         try:
             return bisect(model, example, self.plan, survey, "macs", macs)
-        except CompressorError:  # asked for more than the layer limits allow: try the most they allow
+        except OutOfReach:  # asked for more than the layer limits allow: try the most they allow
             return prune_copy(model, example, self.plan, self.plan.max_ratio, survey)
 
     def _measure(self, trial: Trial, kept: float, goal: float, step: int) -> tuple[dict, bool]:

@@ -1,12 +1,15 @@
 """The private parts of torch-pruning this project relies on, each behind one function, so that a
 release which moves one breaks here alone. tests/test_tp_internals.py exercises every one of them
-on the installed release, and pyproject.toml pins torch-pruning to the minor release it passes on."""
+on the installed release (known_concat_sizes and bounded_groups in tests/test_prune.py),
+and pyproject.toml pins torch-pruning to the minor release it passes on."""
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch.nn as nn
 import torch_pruning as tp
+from torch_pruning.dependency import index_mapping
+from torch_pruning.dependency.group import Group
 from torch_pruning.dependency.node import Node
 
 # (channels the ratio asks to prune, the layer's channels, round_to) -> channels to prune
@@ -99,3 +102,69 @@ def failing_node(exc: BaseException) -> Node | None:
     work on as a local of a frame in the traceback, and on nodes being
     `torch_pruning.dependency.node.Node`s with a `grad_fn` and a `name`."""
     return innermost_local(exc, Node)
+
+
+@contextlib.contextmanager
+def known_concat_sizes(sizes: Mapping[object, list[int]]) -> Iterator[None]:
+    """While the block runs, a dependency graph maps channels through each torch.cat whose
+    output's autograd node is a key of `sizes` with the input widths it gives, instead of
+    widths torch-pruning infers. Its inference reads through a slice as if the slice kept every
+    channel, so on timm's rexnet (`cat([x[:, :c] + shortcut, x[:, c:]])`) the offsets come out
+    wrong and forming a group shifts channel indices round the block without end.
+
+    Relies on index_mapping.update_index_mapping calling the module-level
+    update_concat_index_mapping(graph, node) for every concat node (when the graph is built and
+    before each group is formed), and on that function taking `node.module.concat_sizes` as
+    the input widths when set, and keeping what it infers there otherwise."""
+    infer = index_mapping.update_concat_index_mapping
+
+    def update(graph, node):
+        if node.module.concat_sizes is None and node.grad_fn in sizes:
+            node.module.concat_sizes = list(sizes[node.grad_fn])
+        infer(graph, node)
+
+    index_mapping.update_concat_index_mapping = update
+    try:
+        yield
+    finally:
+        index_mapping.update_concat_index_mapping = infer
+
+
+class GroupExplosion(RuntimeError):
+    """torch-pruning kept adding to a group past any size a real group of the model can reach."""
+
+
+@contextlib.contextmanager
+def bounded_groups(visits: int, channels: int) -> Iterator[None]:
+    """While the block runs, forming a group raises GroupExplosion once the group reaches one
+    layer or operation with `visits` different sets of channels, or one dependency would address
+    more than `channels` distinct channels. torch-pruning follows every path between layers anew
+    whenever it arrives with other channels, and the time each arrival takes grows with the
+    group; index mappings that cycle (wrong cat offsets) or multiply the channels (flattening
+    window partitions) keep it going for hours.
+
+    Relies on DependencyGraph.get_pruning_group adding every dependency it reaches through
+    Group.add_dep(dep, idxs) on the one group it is forming, looked up on the class, with `idxs`
+    a list of _HybridIndex (the same channel may come more than once, from several roots), and
+    on a Node keeping its module's name as `_name` (None for an operation)."""
+    add = Group.add_dep
+    forming = {"group": None, "visits": {}}
+
+    def bounded(group, dep, idxs):
+        if group is not forming["group"]:
+            forming.update(group=group, visits={})
+        key = (dep.target, dep.handler)
+        forming["visits"][key] = forming["visits"].get(key, 0) + 1
+        where = f"forming a group of coupled channels, it reached '{dep.target._name or dep.target.module}'"
+        if forming["visits"][key] > visits:
+            raise GroupExplosion(f"torch-pruning's index mapping runs away: {where} {visits} times with other channels")
+        if len({i.idx for i in idxs}) > channels:
+            raise GroupExplosion(f"torch-pruning's index mapping runs away: {where} with more than the {channels} "
+                                 "channels any layer of this model could have")
+        add(group, dep, idxs)
+
+    Group.add_dep = bounded
+    try:
+        yield
+    finally:
+        Group.add_dep = add
