@@ -1,6 +1,7 @@
 """torchvision's classifiers pruned at ratio 0.5 (whole heads in the transformers): each runs,
-loses MACs, exports to ONNX and agrees with onnxruntime, or fails with a clear error. The full
-sweep is slow; docs/pruning.md holds its table (examples/prune_zoo_sweep.py)."""
+loses MACs, rebuilds from its pruning history, exports to ONNX and agrees with onnxruntime, or
+fails with a clear error. The full sweep is slow; docs/pruning.md holds its table
+(examples/prune_zoo_sweep.py; timm's: tests/test_prune_timm.py)."""
 
 import re
 

@@ -88,8 +88,9 @@ class _Trace(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func in _CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
-            self.cat_sizes[out.grad_fn] = [t.shape[dim] for t in args[0]]
+            tensors = args[0] if args else kwargs["tensors"]
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
+            self.cat_sizes[out.grad_fn] = [t.shape[dim] for t in tensors]
         return out
 
 

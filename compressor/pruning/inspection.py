@@ -15,7 +15,7 @@ from compressor.pruning.diagnose import forward_or_explain
 from compressor.pruning.engine import Plan, clone, prune_channels, replay
 from compressor.pruning.graph import Group, GroupFailure, Survey, explain_group_failure, match_modules, survey
 
-# inspect cuts every group by half, each layer by half at most
+# inspect's cut on a copy: every group by half, as a prune pass by default, no layer more
 TRIAL_PLAN, TRIAL_RATIO = Plan(max_ratio=0.5), 0.5
 
 
@@ -117,9 +117,9 @@ def _runs_without(model: nn.Module, example: torch.Tensor, found: Survey, plan: 
 
 def fewest_to_ignore(model: nn.Module, example: torch.Tensor, found: Survey, plan: Plan, ratio: float,
                      broken: list[str]) -> list[str]:
-    """The layers of `broken` left once each that the others make unneeded is dropped, earliest
-    found first: keeping one group whole can keep another from breaking (the layer feeding a
-    split whose size is hard-coded, and the branch torch-pruning then maps wrongly)."""
+    """`broken` less each layer (tried in the order found) whose group need not stay whole once
+    the others do: keeping one group whole can keep another from breaking (cspdarknet: the layer
+    feeding a split of hard-coded size, and a branch of that split torch-pruning maps wrongly)."""
     needed = list(broken)
     for root in broken:
         if _runs_without(model, example, found, plan, ratio, set(needed) - {root}):
@@ -127,7 +127,7 @@ def fewest_to_ignore(model: nn.Module, example: torch.Tensor, found: Survey, pla
     return needed
 
 
-def owner(found: Survey, layer: str) -> Group | None:
+def _owner(found: Survey, layer: str) -> Group | None:
     """The group of `found` that `layer` loses output channels in."""
     return next((g for g in found.groups if layer in (g.root, *g.layers)), None)
 
@@ -136,7 +136,7 @@ def _mark(found: Survey, reasons: dict[str, str]) -> None:
     """Gives each group holding a root of `reasons` that reason (torch-pruning roots a group at a
     layer of its own choosing, often not the one survey names it by)."""
     for layer, reason in reasons.items():
-        group = owner(found, layer)
+        group = _owner(found, layer)
         if group is None:
             found.groups.append(Group(layer, 0, reason=reason))
         elif group.reason is None:
