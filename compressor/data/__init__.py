@@ -1,4 +1,5 @@
-"""Dataset sources: `fashion-mnist`, `imagefolder:PATH`, `synthetic`."""
+"""Dataset sources: `fashion-mnist`, `imagefolder:PATH`, `synthetic` (classification), and
+`yolo:PATH/data.yaml`, `fmnist-detect` (detection)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ class DataBundle:
     input_shape: tuple[int, int, int]
     num_classes: int
     preprocessing: dict  # written into exported models so deployers feed the same numbers
+    task: str = "classify"  # the compressor.tasks entry that loads, scores and compares for this data
+    names: list[str] | None = None  # class names, where the data has them
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         return example_input(self.input_shape, batch)
@@ -29,4 +32,4 @@ def load_data(spec, seed: int) -> DataBundle:
 
 
 # Each source registers itself on import.
-from compressor.data import fashion_mnist, imagefolder, synthetic  # noqa: E402,F401
+from compressor.data import fashion_mnist, fmnist_detect, imagefolder, synthetic, yolo  # noqa: E402,F401
