@@ -108,14 +108,21 @@ def run_recipe(run_dir: Path, passes: list[dict] = (), origin: str | None = None
     return parse_recipe({**read_yaml(path), "passes": list(passes)}, origin or str(path))
 
 
-def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict, trust):
+# What a model source without a native input size (`native_input_shape`, e.g. a YOLO detector's
+# 640×640) is inspected at when no --input-shape is given.
+INSPECT_DEFAULT_SHAPE = (3, 224, 224)
+
+
+def load_target(target: str, input_shape: tuple[int, ...] | None, kwargs: dict, trust):
     """A model named on the command line, from a model source, a recipe or a run folder:
     (model, input shape, title, the ignore patterns of the recipe's prune pass). What the user
-    typed or a recipe they gave is theirs; a run folder's sources run code only if `trust` says."""
-    from compressor.models import Trust, build_model, load_model
+    typed or a recipe they gave is theirs; a run folder's sources run code only if `trust` says.
+    For a model source, `input_shape` None means the model's native one."""
+    from compressor.models import SOURCES, Trust, build_model, load_model
 
     path = Path(target)
-    if path.suffix in (".yaml", ".yml"):
+    named = target.partition(":")[0] in SOURCES  # ultralytics:yolov8n.yaml names a model, not a recipe
+    if not named and path.suffix in (".yaml", ".yml"):
         from compressor.data import load_data
         from compressor.recipe import load_recipe
 
@@ -124,7 +131,7 @@ def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict, trust):
         prune = next((p for p in recipe.passes if p.type == "prune"), None)
         return (load_model(recipe.model, Trust.of(recipe.model)), tuple(shape), f"{recipe.model.source} (recipe {path})",
                 list(getattr(prune, "ignore", [])))
-    if path.is_dir():
+    if not named and path.is_dir():
         from compressor.state import load_checkpoint
 
         folders = [path] if is_checkpoint(path) else checkpoints(path)
@@ -135,4 +142,6 @@ def load_target(target: str, input_shape: tuple[int, ...], kwargs: dict, trust):
     if ":" not in target:
         raise CompressorError(f"'{target}' is neither a model source (torchvision:resnet50, zoo:resnet20 …), "
                               "a recipe (.yaml), a run folder nor an .onnx file")
-    return build_model(target, kwargs), input_shape, target, []
+    model = build_model(target, kwargs)
+    native = getattr(model, "native_input_shape", None)
+    return model, tuple(input_shape or native or INSPECT_DEFAULT_SHAPE), target, []

@@ -1,6 +1,11 @@
-"""Model sources: `zoo:NAME`, `torchvision:NAME`, `timm:NAME`, `python:pkg.module:factory`."""
+"""Model sources: `zoo:NAME`, `torchvision:NAME`, `timm:NAME`, `ultralytics:MODEL.yaml|WEIGHTS.pt`,
+`python:pkg.module:factory`.
+
+A model may carry `native_input_shape` (one sample's shape, e.g. (3, 640, 640) for a YOLO detector):
+what `compress inspect` measures a bare model source at when no --input-shape is given."""
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +59,17 @@ def _python(name: str, kwargs: dict) -> nn.Module:
 
 # Sources whose name is code to import and run, rather than a model to look up.
 RUNS_CODE = {"python"}
+# Sources some of whose names are pickled files, which run code when loaded: kind -> whether a name is one.
+UNPICKLES: dict[str, Callable[[str], bool]] = {}
+# Sources that load from the whole ModelSpec (a pickle needs its trust_pickle) and say how to rebuild
+# what they loaded: kind -> loader(spec) -> (model, source record), or None for the plain build.
+SPEC_LOADERS: dict[str, Callable] = {}
+
+
+def runs_code(source: str) -> bool:
+    """Whether building `source` imports and runs code, or unpickles a file (which can run code)."""
+    kind, _, name = source.partition(":")
+    return kind in RUNS_CODE or (kind in UNPICKLES and UNPICKLES[kind](name))
 
 
 @dataclass(frozen=True)
@@ -70,11 +86,20 @@ class Trust:
         return cls(frozenset(spec.source for spec in specs if spec is not None))
 
     def allows(self, source: str) -> bool:
-        return self.everything or source.partition(":")[0] not in RUNS_CODE or source in self.sources
+        return self.everything or not runs_code(source) or source in self.sources
 
 
 NO_TRUST = Trust()
 TRUST_ALL = Trust(everything=True)
+
+
+def _check_trust(source: str, trust: Trust) -> None:
+    if not trust.allows(source):
+        how = ("imports and runs code" if source.partition(":")[0] in RUNS_CODE
+               else "unpickles a file, which can run code")
+        raise CompressorError(
+            f"model source {excerpt(source)} {how}, and it comes from a run folder or checkpoint, "
+            "which may not be yours; if you trust where it came from, run again with --trust-code")
 
 
 def build_model(source: str, kwargs: dict | None = None, trust: Trust = TRUST_ALL) -> nn.Module:
@@ -86,10 +111,7 @@ def build_model(source: str, kwargs: dict | None = None, trust: Trust = TRUST_AL
             f"model source {excerpt(source)} needs a prefix: one of {', '.join(SOURCES.names())} "
             "(e.g. zoo:resnet20, torchvision:resnet18)"
         )
-    if not trust.allows(source):
-        raise CompressorError(
-            f"model source {excerpt(source)} imports and runs code, and it comes from a run folder or checkpoint, "
-            "which may not be yours; if you trust where it came from, run again with --trust-code")
+    _check_trust(source, trust)
     factory = SOURCES.get(kind)
     try:
         model = factory(name, dict(kwargs or {}))
@@ -145,9 +167,29 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: str) 
     model.load_state_dict(state, strict=True)
 
 
-def load_model(spec, trust: Trust = TRUST_ALL) -> nn.Module:
-    """The model a ModelSpec describes (source, factory arguments, optional weights), in eval mode."""
-    model = build_model(spec.source, spec.factory_kwargs(), trust)
+def load_source(spec, trust: Trust = TRUST_ALL) -> tuple[nn.Module, dict]:
+    """The model a ModelSpec describes (source, factory arguments, optional weights), in eval mode,
+    and its source record {"source", "kwargs"}: what a checkpoint stores, from which `build_model`
+    rebuilds the architecture with no file but the weights (a trained .pt records its architecture,
+    never its pickle)."""
+    kind = spec.source.partition(":")[0]
+    loaded = None
+    if kind in SPEC_LOADERS:
+        _check_trust(spec.source, trust)
+        loaded = SPEC_LOADERS[kind](spec)
+    if loaded is None:
+        loaded = build_model(spec.source, spec.factory_kwargs(), trust), {"source": spec.source,
+                                                                          "kwargs": spec.factory_kwargs()}
+    model, record = loaded
     if spec.checkpoint:
         load_weights(model, read_state_dict(Path(spec.checkpoint)), f"'{spec.checkpoint}'")
-    return model.eval()
+    return model.eval(), record
+
+
+def load_model(spec, trust: Trust = TRUST_ALL) -> nn.Module:
+    """The model a ModelSpec describes (source, factory arguments, optional weights), in eval mode."""
+    return load_source(spec, trust)[0]
+
+
+# Registers ultralytics: (it imports Ultralytics, an optional extra, only when such a model is built).
+from compressor.models import ultralytics as _ultralytics  # noqa: E402

@@ -1,7 +1,8 @@
 """Structured pruning around torch-pruning's dependency graph, one concern a module:
 
 graph         the dependency graph as configured here; the survey of prunable groups and why others are not
-attention     head-prunable equivalents of torchvision's attention blocks; removing whole heads
+fixed         layers whose output width a model declares fixed (a detector's head outputs), with the reason
+attention     head-prunable equivalents of torchvision's and Ultralytics' attention blocks; removing whole heads
 importance    channel and head ranking criteria
 engine        one pruning step (heads, then channels) and the history replay checkpoints use
 targets       ratio search for MACs / params budgets; latency targets measured on a backend

@@ -2,9 +2,9 @@
 (num_heads × head_dim) to the embedding width, so a whole head cannot be removed from them.
 `as_head_attention` swaps one for an equivalent module without that tie; the swap keeps
 the parameter names, so a converted model loads the original weights and vice versa.
-timm's ViT/DeiT and Swin attention need no swap. `drop_heads` then removes heads: rows of the
-packed q/k/v projection, columns of the output projection and the head's entries in per-head
-tables."""
+timm's ViT/DeiT and Swin attention need no swap; Ultralytics' (YOLO11's C2PSA) is swapped like
+torchvision's. `drop_heads` then removes heads: rows of the packed q/k/v projection, columns of
+the output projection and the head's entries in per-head tables."""
 
 import sys
 
@@ -225,6 +225,76 @@ class TimmHeads(Heads):
             self.module.relative_position_bias_table = _keep(table, kept, 1)
 
 
+def _keep_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> None:
+    """`bn` restricted to channels `keep`, in place."""
+    bn.weight, bn.bias = _keep(bn.weight, keep, 0), _keep(bn.bias, keep, 0)
+    bn.running_mean, bn.running_var = bn.running_mean[keep].clone(), bn.running_var[keep].clone()
+    bn.num_features = len(keep)
+
+
+def _keep_conv(block: nn.Module, keep: torch.Tensor, dim: int) -> None:
+    """An Ultralytics Conv (conv + BatchNorm) restricted to output (dim 0) or input (dim 1) channels
+    `keep`; a depthwise conv loses its groups with its channels."""
+    conv = block.conv
+    conv.weight = _keep(conv.weight, keep, dim)
+    if dim == 0:
+        if conv.groups == conv.in_channels and conv.groups > 1:
+            conv.groups = conv.in_channels = len(keep)
+        conv.out_channels = len(keep)
+        _keep_bn(block.bn, keep)
+    else:
+        conv.in_channels = len(keep)
+
+
+class ConvAttention(HeadAttention):
+    """Ultralytics' Attention (YOLO11's C2PSA, PSA) whose inner width is free: 1×1-conv q/k/v
+    projection laid out per head as [q (key_dim), k (key_dim), v (head_dim)], a depthwise
+    positional conv on the values, a 1×1-conv output projection. The original views the values
+    to its input's width, which ties heads × head_dim to the embedding width."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.num_heads, self.head_dim, self.key_dim = original.num_heads, original.head_dim, original.key_dim
+        self.scale = original.scale
+        self.qkv, self.proj, self.pe = original.qkv, original.proj, original.pe
+
+    def _rows(self, heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of `heads` in the q/k/v projection, and their value channels."""
+        per_head, d = 2 * self.key_dim + self.head_dim, self.head_dim
+        rows = (heads.view(-1, 1) * per_head + torch.arange(per_head)).flatten()
+        return rows, (heads.view(-1, 1) * d + torch.arange(d)).flatten()
+
+    def head_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        def per_head(qkv, pe, proj):
+            if qkv is None or pe is None or proj is None:
+                return None
+            heads = torch.arange(self.num_heads)
+            return torch.stack([torch.cat([qkv[rows].flatten(), pe[values].flatten(), proj[:, values].flatten()])
+                                for rows, values in (self._rows(h.view(1)) for h in heads)])
+
+        weights = [self.qkv.conv.weight, self.pe.conv.weight, self.proj.conv.weight]
+        return per_head(*(w.detach() for w in weights)), per_head(*(w.grad for w in weights))
+
+    def drop_heads(self, heads: list[int]) -> None:
+        kept = torch.tensor([h for h in range(self.num_heads) if h not in set(heads)], dtype=torch.long)
+        if len(kept) == 0:
+            raise CompressorError(f"cannot remove all {self.num_heads} heads of an attention block")
+        rows, values = self._rows(kept)
+        _keep_conv(self.qkv, rows, 0)
+        _keep_conv(self.pe, values, 0)
+        _keep_conv(self.proj, values, 1)
+        self.num_heads = len(kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        inner = self.num_heads * self.head_dim
+        q, k, v = self.qkv(x).view(batch, self.num_heads, 2 * self.key_dim + self.head_dim, height * width).split(
+            [self.key_dim, self.key_dim, self.head_dim], dim=2)
+        attn = ((q * self.scale).transpose(-2, -1) @ k).softmax(dim=-1)
+        values = v.reshape(batch, inner, height, width)
+        return self.proj((v @ attn.transpose(-2, -1)).view(batch, inner, height, width) + self.pe(values))
+
+
 # Attention types whose heads can be removed, and the module each becomes. Swin v2 (cosine
 # attention, a position MLP per head) is not converted: its MLPs are still pruned.
 CONVERTIBLE = {nn.MultiheadAttention: SelfAttention, ShiftedWindowAttention: WindowAttention}
@@ -235,11 +305,22 @@ _OPAQUE = (ShiftedWindowAttention, ShiftedWindowAttentionV2, SelfAttention, Wind
 
 # timm's attention classes whose heads TimmHeads removes, by module (timm is optional).
 _TIMM = {"timm.models.vision_transformer": "Attention", "timm.models.swin_transformer": "WindowAttention"}
+# Ultralytics' attention, swapped for ConvAttention, by module (Ultralytics is optional).
+_ULTRALYTICS = {"ultralytics.nn.modules.block": "Attention"}
+
+
+def _imported(table: dict[str, str]) -> tuple[type, ...]:
+    """The classes of `table` (module -> class name) whose modules are imported."""
+    return tuple(getattr(sys.modules[module], name) for module, name in table.items() if module in sys.modules)
+
+
+def _conversions() -> dict[type, type]:
+    return {**CONVERTIBLE, **{cls: ConvAttention for cls in _imported(_ULTRALYTICS)}}
 
 
 def opaque_types() -> tuple[type, ...]:
-    """The opaque attention types, with timm's once their modules are imported."""
-    return _OPAQUE + tuple(getattr(sys.modules[module], name) for module, name in _TIMM.items() if module in sys.modules)
+    """The opaque attention types, with timm's and Ultralytics' once their modules are imported."""
+    return _OPAQUE + (ConvAttention,) + _imported(_TIMM) + _imported(_ULTRALYTICS)
 
 
 def attention_types() -> tuple[type, ...]:
@@ -247,7 +328,7 @@ def attention_types() -> tuple[type, ...]:
 
 
 def _convertible(module: nn.Module) -> bool:
-    new = CONVERTIBLE.get(type(module))
+    new = _conversions().get(type(module))
     return new is not None and getattr(new, "accepts", lambda m: True)(module)
 
 
@@ -268,7 +349,7 @@ def as_head_attention(model: nn.Module, name: str) -> Heads:
     if not _convertible(module):
         raise CompressorError(f"'{name}' is a {type(module).__name__}, not an attention block whose heads can be removed")
     parent, _, child = name.rpartition(".")
-    converted = CONVERTIBLE[type(module)](module)
+    converted = _conversions()[type(module)](module)
     setattr(model.get_submodule(parent) if parent else model, child, converted)
     return converted
 

@@ -15,6 +15,7 @@ from torch.overrides import TorchFunctionMode
 from compressor.errors import CompressorError
 from compressor.pruning.attention import attention_heads, attention_types, opaque_types
 from compressor.pruning.diagnose import explain_graph_failure, forward_or_explain, headline, recording_origins
+from compressor.pruning.fixed import fixed_widths
 from compressor.pruning.leftovers import leaving_no_tensors
 from compressor.pruning.tp_internals import bounded_groups, known_concat_sizes, module_names
 
@@ -40,7 +41,10 @@ class _AttentionWidth(tp.pruner.BasePruningFunc):
     prune_in_channels = prune_out_channels
 
     def get_out_channels(self, layer):
-        return (layer.qkv.weight if hasattr(layer, "qkv") else layer.in_proj_weight).shape[1]
+        if not hasattr(layer, "qkv"):
+            return layer.in_proj_weight.shape[1]
+        qkv = getattr(layer.qkv, "conv", layer.qkv)  # Ultralytics wraps its projection convs
+        return qkv.weight.shape[1]
 
     get_in_channels = get_out_channels
 
@@ -210,10 +214,12 @@ class Survey:
         return {name for g in self.groups if g.reason for name in [g.root, *g.layers]}
 
 
-def _reason(graph, group, sinks, ignored: dict[str, str]) -> str | None:
+def _reason(graph, group, sinks, ignored: dict[str, str], fixed: dict[str, str]) -> str | None:
     names = module_names(graph)
     for dep, _ in group:
         target, out = dep.target, graph.is_out_channel_pruning_fn(dep.handler)
+        if out and names.get(target.module) in fixed:
+            return fixed[names[target.module]]
         if target in sinks and out:
             return "its channels are the model's output"
         if isinstance(target.module, attention_types()):
@@ -227,6 +233,7 @@ def _reason(graph, group, sinks, ignored: dict[str, str]) -> str | None:
 def _groups(model: nn.Module, example: torch.Tensor, graph: tp.DependencyGraph, ignored: dict[str, str]) -> list[Group]:
     names = {m: n for n, m in model.named_modules()}
     sinks = {node for node in graph.module2node.values() if not node.outputs}  # nodes that are model outputs
+    fixed = fixed_widths(model)  # layers the model says are its outputs, where the graph shows no sink
     groups, seen = [], set()
     for module in [m for m in model.modules() if m in graph.module2node and isinstance(m, ROOT_TYPES)]:
         if module in seen:
@@ -246,7 +253,7 @@ def _groups(model: nn.Module, example: torch.Tensor, graph: tp.DependencyGraph, 
         seen.update(outs)
         layers = [names[m] for m in outs if m in names and m is not module and isinstance(m, ROOT_TYPES)]
         followers = [names[m] for m in ins if m in names and isinstance(m, (*ROOT_TYPES, *attention_types()))]
-        groups.append(Group(names[module], width, layers, followers, _reason(graph, group, sinks, ignored)))
+        groups.append(Group(names[module], width, layers, followers, _reason(graph, group, sinks, ignored, fixed)))
     return groups
 
 

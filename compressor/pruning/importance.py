@@ -8,7 +8,6 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch_pruning as tp
 
 from compressor.errors import CompressorError
@@ -80,11 +79,12 @@ def head_scores(weights: torch.Tensor, grads: torch.Tensor | None, criterion: st
     return scores / scores.mean().clamp_min(1e-12)
 
 
-def accumulate_gradients(model: nn.Module, loader, device: torch.device, batches: int) -> None:
-    """Gradients of the training loss over a few batches, left in `.grad` for taylor scores."""
+def accumulate_gradients(model: nn.Module, loader, device: torch.device, batches: int, task) -> None:
+    """Gradients of the task's training loss over a few batches, left in `.grad` for taylor scores."""
     model.train().zero_grad()
+    loss = task.criterion(model)
     for i, (inputs, targets) in enumerate(loader):
         if i >= batches:
             break
-        F.cross_entropy(model(inputs.to(device)), targets.to(device)).backward()
+        sum(loss(model(inputs.to(device)), task.move(targets, device)).values()).backward()
     model.eval()
