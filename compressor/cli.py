@@ -27,6 +27,8 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="continue after the last finished pass")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="delete an existing run folder first")] = False,
     trust_code: TrustCode = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the run "
+                                                    "(default: the recipe's threads, else the usable CPUs)")] = None,
 ):
     """Run a recipe: every pass, a checkpoint after each, then a summary."""
     from compressor.pipeline import Pipeline
@@ -39,10 +41,13 @@ def run(
         raise CompressorError("--resume and --fresh contradict each other; pick one")
     keep_freed_memory()
     parsed = load_recipe(recipe, set_ or [])
+    if threads:
+        parsed.threads = threads
     pipeline = Pipeline(parsed, out or Path("runs") / parsed.name, trust_code)
     state = pipeline.run(resume=resume, fresh=fresh)
     if distributed.is_main():  # under torchrun, rank 0 alone writes and reports
-        write_report(pipeline.run_dir, parsed, state.records)
+        write_report(pipeline.run_dir, parsed, state.records, {"threads": pipeline.threads,
+                                                               "input_shape": list(state.input_shape)})
         print_summary(state.records, pipeline.run_dir)
     distributed.shutdown()
 

@@ -17,12 +17,14 @@ from compressor.data import DataBundle, load_data
 from compressor.errors import CompressorError
 from compressor.measure import count_macs_params, human
 from compressor.files import atomic_write
-from compressor.models import NO_TRUST, TRUST_ALL, Trust, load_model
+from compressor.models import NO_TRUST, TRUST_ALL, Trust, load_source
 from compressor.passes import PASSES
+from compressor.process import busy_warning, use_threads
 from compressor.recipe import Recipe, dump_recipe
 from compressor.pruning.diagnose import forward_or_explain
 from compressor.runs import (RECIPE_FILE, check_deletable, check_writable, checkpoints, is_checkpoint, is_marked, mark,
                              pass_folder, pass_folders)
+from compressor.tasks import Task, task_of
 from compressor.state import State, load_checkpoint, read_meta, save_checkpoint
 from compressor.training import distributed
 
@@ -59,12 +61,20 @@ class RunContext:
     def data(self) -> DataBundle:
         return load_data(self.recipe.data, self.recipe.seed)
 
+    @property
+    def task(self) -> Task:
+        return task_of(self.data)
+
     def baseline(self) -> nn.Module:
         """The model as the recipe gives it, before any pass; the same initial weights for the
         same seed, without moving the random stream of the pass that asks."""
+        return self.baseline_source()[0]
+
+    def baseline_source(self) -> tuple[nn.Module, dict]:
+        """The baseline and the source record its checkpoints keep (models.load_source)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.recipe.seed)
-            return load_model(self.recipe.model, self.trust)
+            return load_source(self.recipe.model, self.trust)
 
 
 def recipe_trust(recipe: Recipe) -> Trust:
@@ -133,12 +143,12 @@ class Pipeline:
         return self.finished_passes() if resume else 0
 
     def initial_state(self) -> State:
-        model = self.ctx.baseline()
-        data = self.ctx.data
-        state = State(model, {"source": self.recipe.model.source, "kwargs": self.recipe.model.factory_kwargs()},
-                      tuple(data.input_shape))
-        forward_or_explain(model, state.example_input(), f"running the model on the data's input {state.input_shape} "
-                           "(check data.channels and data.image_size against the model)")
+        data = self.ctx.data  # first: a missing dataset is named before a large model loads
+        model, record = self.ctx.baseline_source()
+        state = State(model, record, tuple(data.input_shape))
+        outputs = forward_or_explain(model, state.example_input(), f"running the model on the data's input "
+                                     f"{state.input_shape} (check data.channels and data.image_size against the model)")
+        self.ctx.task.check_model(model, outputs, data)
         macs, params = count_macs_params(model, state.example_input())
         state.records.append({"index": -1, "type": INPUT, "dir": None, "params": params, "macs": macs,
                               "seconds": 0.0, "metrics": {}})
@@ -158,17 +168,28 @@ class Pipeline:
     def run(self, resume: bool = False, fresh: bool = False) -> State:
         distributed.init()
         console.quiet = not distributed.is_main()
+        self.threads = use_threads(self.recipe.threads)
         done = self.prepare(resume, fresh)
         if done:
             self.ctx.previous = pass_folder(done - 1, self.recipe.passes[done - 1].type)
             console.print(f"[dim]resuming {self.run_dir} after {self.ctx.previous}[/dim]")
         state = self.load(self.ctx.previous) if done else self.initial_state()
+        self.print_header(state)
         if distributed.is_main():  # once what it resumes from has checked out
             atomic_write(self.run_dir / RECIPE_FILE, dump_recipe(self.recipe))
         for index, params in enumerate(self.recipe.passes):
             if index >= done:
                 state = self.run_pass(state, index, params)
         return state
+
+    def print_header(self, state: State) -> None:
+        shape = "×".join(map(str, state.input_shape))
+        console.print(f"[bold]{self.recipe.name}[/bold]: {self.recipe.model.source} on {self.recipe.data.dataset}, "
+                      f"input {shape}, {self.ctx.task.name} task, device {self.ctx.device}, {self.threads} CPU "
+                      f"thread{'s' * (self.threads > 1)}", highlight=False)
+        warning = busy_warning(self.threads)
+        if warning:
+            console.print(f"[yellow]note:[/yellow] {warning}")
 
     def run_pass(self, state: State, index: int, params) -> State:
         """Runs one pass and checkpoints it. Under torchrun, passes that train run on every rank;

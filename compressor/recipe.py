@@ -25,13 +25,15 @@ class Recipe(Strict):
     name: PlainName = Field(description="the run folder's name: runs/<name>")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0, description="CPU threads for training, evaluation and export "
+                                "(default: the CPUs this process may use; benchmark times with its own)")
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
     passes: list[_pass_union()] = Field(default_factory=list)
 
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that decides the result of passes[0..upto]."""
-        head = self.model_dump(mode="json", exclude={"passes", "name"})
+        head = self.model_dump(mode="json", exclude={"passes", "name", "threads"})  # threads: speed, not results
         head["passes"] = [p.model_dump(mode="json") for p in self.passes[: upto + 1]]
         return hashlib.sha256(json.dumps(head, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -198,7 +200,18 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for key, spec in specs:
         if spec.checkpoint:
             spec.checkpoint = _checkpoint_near(path, spec.checkpoint, key)
+        spec.source = _source_near(path, spec.source)
     return recipe
+
+
+def _source_near(recipe_path: Path, source: str) -> str:
+    """A source that names a file (ultralytics:models/net.yaml) may name it relative to the recipe,
+    as a checkpoint may; a name that is no file beside the recipe stays as it is."""
+    kind, sep, name = source.partition(":")
+    if not sep or not name or Path(name).is_absolute() or Path(name).exists():
+        return source
+    near = recipe_path.parent / name
+    return f"{kind}:{near}" if near.is_file() else source
 
 
 def _checkpoint_near(recipe_path: Path, given: str, key: str) -> str:

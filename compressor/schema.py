@@ -34,10 +34,13 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
-    source: str = Field(description="zoo:NAME | torchvision:NAME | timm:NAME | python:pkg.module:factory")
+    source: str = Field(description="zoo:NAME | torchvision:NAME | timm:NAME | ultralytics:MODEL.yaml | "
+                                    "ultralytics:WEIGHTS.pt | python:pkg.module:factory")
     checkpoint: str | None = Field(None, description="weights: .safetensors or a state_dict file")
     num_classes: int | None = Field(None, description="passed to the model factory")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="more factory arguments")
+    trust_pickle: bool = Field(False, description="allow loading an Ultralytics .pt file, which is a pickle "
+                                                  "and can run code: only for files you trust")
 
     def factory_kwargs(self) -> dict[str, Any]:
         extra = {} if self.num_classes is None else {"num_classes": self.num_classes}
@@ -45,7 +48,8 @@ class ModelSpec(Strict):
 
 
 class DataSpec(Strict):
-    dataset: str = Field("fashion-mnist", description="fashion-mnist | imagefolder:PATH | synthetic")
+    dataset: str = Field("fashion-mnist", description="fashion-mnist | imagefolder:PATH | yolo:PATH/data.yaml | "
+                                                       "fmnist-detect | synthetic")
     root: str | None = Field(None, description="directory holding the data files")
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(500, gt=0)
@@ -54,8 +58,9 @@ class DataSpec(Strict):
     num_classes: int | None = Field(None, gt=0, description="synthetic only")
     train_samples: int | None = Field(None, gt=0, description="use only the first N training images")
     eval_samples: int | None = Field(None, gt=0, description="use only the first N evaluation images")
-    augment: bool = Field(True, description="random shift and flip while training")
-    workers: int = Field(2, ge=0, description="loader processes (imagefolder)")
+    augment: bool = Field(True, description="random shift and flip while training (detection: Ultralytics' "
+                                            "mosaic, affine, HSV and flip)")
+    workers: int = Field(2, ge=0, description="loader processes (imagefolder, yolo)")
 
 
 class Loose(BaseModel):

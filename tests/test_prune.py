@@ -132,14 +132,14 @@ def test_every_criterion_prunes_through_the_pass(tmp_path, importance):
 def test_magnitude_keeps_what_matters_where_random_does_not():
     from compressor.data import load_data
     from compressor.recipe import DataSpec
-    from compressor.training import evaluate
+    from compressor.tasks.classification import Classification
 
     data = load_data(DataSpec(dataset="fashion-mnist", eval_samples=1000), 0)
     top1 = {}
     for importance in ("magnitude", "random"):
         model = resnet20(trained=True)
         prune(model, 0.2, importance=importance)
-        top1[importance] = evaluate(model, data.eval, torch.device("cpu"))["top1"]
+        top1[importance] = Classification().evaluate(model, data.eval, torch.device("cpu"))["top1"]
     assert top1["magnitude"] > top1["random"] + 10, top1
 
 

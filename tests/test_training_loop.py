@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from compressor.data.loader import Preprocess, TensorLoader
+from compressor.tasks.classification import Classification
 from compressor.state import State
 from compressor.training import Term, TrainParams, fit
 from compressor.training.schedule import lr_schedule
@@ -71,7 +72,7 @@ def synthetic_ctx(samples: int = 160, batch: int = 16) -> SimpleNamespace:
     images = torch.randint(0, 256, (samples, 1, 8, 8), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (samples,), generator=g)
     train = TensorLoader(images, labels, batch, Preprocess((0.5,), (0.25,), 1, 8), shuffle=True, seed=0)
-    return SimpleNamespace(data=SimpleNamespace(train=train), device=torch.device("cpu"))
+    return SimpleNamespace(data=SimpleNamespace(train=train), device=torch.device("cpu"), task=Classification())
 
 
 @pytest.mark.parametrize("kind", ["cosine", "step", "constant"])
@@ -124,7 +125,7 @@ def test_a_short_fit_on_fashion_mnist_returns_its_metrics():
     from compressor.recipe import DataSpec
 
     data = load_data(DataSpec(dataset="fashion-mnist", train_samples=512, batch_size=32, augment=False), 0)
-    ctx = SimpleNamespace(data=data, device=torch.device("cpu"))
+    ctx = SimpleNamespace(data=data, device=torch.device("cpu"), task=Classification())
     metrics = fit(tiny_state(), ctx, TrainParams(epochs=2, lr=0.1))
     assert {"train_ce", "train_acc", "steps"} <= set(metrics)
     assert metrics["steps"] == 32 and 0 <= metrics["train_acc"] <= 100

@@ -59,7 +59,6 @@ def register(app: typer.Typer) -> None:
         from compressor.pruning.importance import NEEDS_GRADIENTS, accumulate_gradients
         from compressor.pruning.sensitivity import analyse, plot, ratios_yaml, suggest
         from compressor.recipe import load_recipe
-        from compressor.training import evaluate
 
         fractions = _ratios(ratios)
         parsed = load_recipe(recipe, set_ or [])
@@ -70,13 +69,13 @@ def register(app: typer.Typer) -> None:
         example = ctx.data.example_input().to(ctx.device)
         found = survey(model, example, match_modules(model, p.ignore, "ignore"))
         if p.importance in NEEDS_GRADIENTS:
-            accumulate_gradients(model, ctx.data.train, ctx.device, p.taylor_batches)
+            accumulate_gradients(model, ctx.data.train, ctx.device, p.taylor_batches, ctx.task)
         plan = p.unit_plan(model)
         console.print(f"{len(found.prunable)} channel groups and {len(found.heads)} attention blocks, "
                       f"each pruned at {', '.join(map(str, fractions))} and evaluated on "
                       f"{ctx.data.eval.num_samples} images")
         base, rows = analyse(model, example, plan, found, fractions,
-                             lambda m: evaluate(m, ctx.data.eval, ctx.device, desc="evaluate")["top1"])
+                             lambda m: ctx.task.evaluate(m, ctx.data.eval, ctx.device)[ctx.task.metric])
         table, lines = _table(rows, fractions, base)
         console.print(table)
         suggestion = suggest(rows, max_drop)

@@ -76,8 +76,8 @@ def register(app: typer.Typer) -> None:
     def inspect(
         target: Annotated[str, typer.Argument(help="model source (torchvision:resnet50), recipe .yaml, run "
                                                    "folder, or .onnx file")],
-        input_shape: Annotated[str, typer.Option("--input-shape", help="one sample's shape, for a model "
-                                                                       "source")] = "3,224,224",
+        input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="one sample's shape, for a model "
+                                                       "source (default: its native size, else 3,224,224)")] = None,
         arg: Annotated[Optional[list[str]], typer.Option("--arg", help="model factory argument: "
                                                                        "num_classes=10")] = None,
         ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="module-name glob to keep, as "
@@ -94,5 +94,6 @@ def register(app: typer.Typer) -> None:
             print_onnx(Path(target))
             return
         kwargs = parse_assignments(arg, "--arg", "name", "num_classes=10")
-        model, shape, title, patterns = load_target(target, _shape(input_shape), kwargs, trusted(trust_code))
+        model, shape, title, patterns = load_target(target, _shape(input_shape) if input_shape else None, kwargs,
+                                                     trusted(trust_code))
         print_inspection(inspect_model(model, shape, title, [*patterns, *(ignore or [])]))

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from compressor.console import console
 from compressor.models import Trust
 from compressor.passes import Pass, register_pass
+from compressor.tasks import QUALITY
 from compressor.schema import PassParams
 from compressor.runtime.backends import Candidate, Settings
 from compressor.runtime.compare import measure
@@ -63,10 +64,13 @@ class Stage:
 
     def summary(self, first: bool) -> dict:
         # The unmodified stage is quoted at its first accuracy (the input model), later ones at their last.
-        accuracies = [r["metrics"]["top1"] for r in self.records if "top1" in r["metrics"]]
+        quality = {}
+        for key in QUALITY:
+            values = [r["metrics"][key] for r in self.records if key in r["metrics"]]
+            if values or key == "top1":
+                quality[key] = (values[0] if first else values[-1]) if values else None
         return {"name": self.name, "passes": [r["dir"] for r in self.records if r["dir"]],
-                "params": self.records[-1]["params"], "macs": self.records[-1]["macs"],
-                "top1": (accuracies[0] if first else accuracies[-1]) if accuracies else None}
+                "params": self.records[-1]["params"], "macs": self.records[-1]["macs"], **quality}
 
 
 def split_stages(records: list[dict]) -> list[Stage]:

@@ -16,7 +16,7 @@ from compressor.distill.losses import FEATURE_LOSSES, LOGIT_LOSSES
 from compressor.distill.pairing import Pair, pair_layers
 from compressor.distill.terms import FeatureTerm, LogitTerm, Schedule, Teacher
 from compressor.errors import CompressorError
-from compressor.models import load_model
+from compressor.models import load_source
 from compressor.passes import PASSES, Pass, register_pass
 from compressor.schema import ModelSpec, PassParams, Strict
 from compressor.registry import Registry
@@ -105,7 +105,8 @@ class DistillParams(PassParams, TrainParams):
     type: Literal["distill"] = "distill"
     teacher: ModelSpec | None = Field(
         None, description="{source, checkpoint, kwargs}; default: the model before the first prune pass")
-    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label cross-entropy")
+    ce_weight: float = Field(1.0, ge=0, description="weight of the task's own loss on the labels (cross-entropy; "
+                                                    "a detector's box, class and DFL losses)")
     logit: LogitSpec | None = Field(default_factory=LogitSpec, description="logit loss; null for none")
     features: FeatureSpec | None = Field(None, description="feature loss on paired layers; null for none")
 
@@ -121,8 +122,8 @@ def load_teacher(state, ctx, spec: ModelSpec | None) -> tuple[nn.Module, str, bo
     """The teacher, a line saying where it came from, and whether it is the unpruned source
     model (then the pruning history tells which of its channels the student kept)."""
     if spec is not None:
-        same = {"source": spec.source, "kwargs": spec.factory_kwargs()} == state.source
-        return load_model(spec, ctx.trust), f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", same
+        teacher, record = load_source(spec, ctx.trust)
+        return teacher, f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", record == state.source
     if state.teacher is not None:
         return state.teacher, f"snapshot before the first prune (after {state.teacher_pass})", True
     if not any(PASSES.get(p.type).trains for p in ctx.recipe.passes[:ctx.index]):
@@ -140,10 +141,15 @@ def check_logits(student: nn.Module, teacher: nn.Module, example: torch.Tensor) 
                               f"{tuple(s.shape[1:])}; give a teacher with the same classes, or logit: null")
 
 
-def feature_pairs(state, teacher: nn.Module, spec: FeatureSpec, example: torch.Tensor,
-                  is_source: bool) -> tuple[list[Pair], str | None]:
-    """The layer pairs, narrowed ones with an adapter, and how those adapters were initialised."""
-    layers = spec.layers if spec.layers == "auto" else [(x.student, x.teacher) for x in spec.layers]
+def feature_pairs(state, teacher: nn.Module, spec: FeatureSpec, example: torch.Tensor, is_source: bool,
+                  task) -> tuple[list[Pair], str | None]:
+    """The layer pairs, narrowed ones with an adapter, and how those adapters were initialised.
+    `auto` pairs the layers the task names (a detector's head inputs), else same-named blocks."""
+    if spec.layers == "auto":
+        named = task.feature_layers(state.model)
+        layers = [(n, n) for n in named] if named else "auto"
+    else:
+        layers = [(x.student, x.teacher) for x in spec.layers]
     pairs = pair_layers(state.model, teacher, example, layers)
     narrowed = {x.teacher: x.teacher_channels for x in pairs if x.student_channels != x.teacher_channels}
     if not narrowed:
@@ -167,8 +173,12 @@ class Distill(Pass):
         teacher.to(ctx.device)
         example = state.example_input(device=ctx.device)
         if p.logit:
+            why_not = ctx.task.logit_distillation()
+            if why_not:
+                raise CompressorError(f"logit: {why_not}")
             check_logits(state.model, teacher, example)
-        pairs, adapter_init = feature_pairs(state, teacher, p.features, example, is_source) if p.features else ([], None)
+        pairs, adapter_init = (feature_pairs(state, teacher, p.features, example, is_source, ctx.task) if p.features
+                               else ([], None))
         tutor = Teacher(teacher, [x.teacher for x in pairs])
         terms = [tutor]
         if p.logit:
@@ -181,7 +191,7 @@ class Distill(Pass):
         for x in pairs:
             via = f", adapter {x.student_channels}→{x.teacher_channels}" if x.adapter is not None else ""
             console.print(f"  {p.features.loss}: student {x.student} ← teacher {x.teacher}{via}")
-        metrics = fit(state, ctx, p, terms, desc="distill", ce_weight=p.ce_weight)
+        metrics = fit(state, ctx, p, terms, desc="distill", task_weight=p.ce_weight)
         save_adapters(pairs, ctx.pass_dir / ADAPTERS_FILE)
         return {"teacher": origin, "adapter_init": adapter_init,
                 "pairs": [{"student": x.student, "teacher": x.teacher, "adapter": x.adapter is not None} for x in pairs],

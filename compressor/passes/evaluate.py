@@ -2,7 +2,6 @@ from typing import Literal
 
 from compressor.passes import Pass, register_pass
 from compressor.schema import PassParams
-from compressor.training import evaluate
 
 
 class EvaluateParams(PassParams):
@@ -11,9 +10,10 @@ class EvaluateParams(PassParams):
 
 @register_pass
 class Evaluate(Pass):
-    """Top-1, top-5 and loss of the model as it stands, on the evaluation split."""
+    """The task's metrics of the model as it stands, on the evaluation split: top-1, top-5 and loss
+    for a classifier, mAP50, mAP50-95, precision and recall for a detector."""
 
     Params = EvaluateParams
 
     def run(self, state, ctx) -> dict:
-        return evaluate(state.model, ctx.data.eval, ctx.device)
+        return ctx.task.evaluate(state.model, ctx.data.eval, ctx.device)

@@ -51,7 +51,8 @@ class ExportOnnx(Pass):
         ox.bake_masks(model, state.masks)
         with Staging() as staging:
             tmp = staging.file(path)
-            exporter = ox.export(model, state.input_shape, tmp, p.opset, p.dynamic_batch, p.dynamo, p.batch_size)
+            exporter = ox.export(model, state.input_shape, tmp, p.opset, p.dynamic_batch, p.dynamo, p.batch_size,
+                                 ctx.task.output_name)
             if p.simplify:
                 try:
                     ox.simplify(tmp)
@@ -59,16 +60,16 @@ class ExportOnnx(Pass):
                     raise CompressorError(f"onnxslim cannot simplify {path} ({type(e).__name__}: "
                                           f"{str(e).splitlines()[0][:120]}); set simplify: false") from None
             ox.add_metadata(tmp, {
-                "recipe": ctx.recipe.name, "input_name": ox.INPUT_NAME, "output_name": ox.OUTPUT_NAME,
+                "recipe": ctx.recipe.name, "input_name": ox.INPUT_NAME, "output_name": ctx.task.output_name,
                 "input_shape": ["batch" if p.dynamic_batch else p.batch_size, *state.input_shape],
                 "num_classes": ctx.data.num_classes, "preprocessing": ctx.data.preprocessing,
-                "model_source": state.source["source"],
+                "model_source": state.source["source"], "task": ctx.task.name, **ctx.task.metadata(ctx.data),
             })
             ox.check(tmp)
             inputs = first_inputs(ctx.data.eval, max(p.parity_samples, p.batch_size))
             if not p.dynamic_batch:  # a fixed-batch model is fed whole batches only
                 inputs = inputs[: len(inputs) // p.batch_size * p.batch_size]
-            check = ox.parity(model, tmp, inputs, p.atol, p.rtol)
+            check = ctx.task.parity(model, tmp, inputs, p.atol, p.rtol, ctx.data)
             size_mb = round(tmp.stat().st_size / 2**20, 3)
         state.artifacts["onnx"] = p.filename
         console.print(f"  {path} ({exporter} exporter, {size_mb} MB): onnxruntime matches torch "

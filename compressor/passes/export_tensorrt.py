@@ -181,7 +181,7 @@ class ExportTensorRT(Pass):
                                  atol if p.atol is None else p.atol, rtol if p.rtol is None else p.rtol)
         console.print(f"  {engine_path} (TensorRT {rt.installed_version()}, {p.precision}, flags "
                       f"{', '.join(plan.builder_flags) or 'none'}): matches onnxruntime within "
-                      f"{check['max_abs_diff']:.2g}, top-1 agreement {check['top1_agreement']:.1%}")
+                      f"{check['max_abs_diff']:.2g}{ox.agreement_text(check)}")
         metrics = {"tensorrt": rt.installed_version(), "flags": list(plan.builder_flags), "onnx": plan.onnx_file,
                    "file": str(engine_path), "size_mb": round(engine.stat().st_size / 2**20, 3), **check}
         note = ox.degenerate_note(check, "onnxruntime")

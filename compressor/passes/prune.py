@@ -179,7 +179,7 @@ class Prune(Pass):
                     reasons = sorted({g.reason for g in found.groups if g.reason})
                     raise CompressorError(f"nothing in this model can be pruned: {'; '.join(reasons) or 'no layers'}")
                 if p.importance in NEEDS_GRADIENTS:
-                    accumulate_gradients(model, ctx.data.train, ctx.device, p.taylor_batches)
+                    accumulate_gradients(model, ctx.data.train, ctx.device, p.taylor_batches, ctx.task)
                 trial = search.trial(model, example, found, step, step / p.steps)
                 channels = found.prunable_channels(model), found.prunable_channels(trial.model)
                 model = state.model = trial.model

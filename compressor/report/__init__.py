@@ -47,7 +47,9 @@ def _markdown(doc: dict) -> str:
     records = doc["passes"]
     lines = [f"# {doc['recipe']}", ""]
     if doc.get("model"):
-        lines += [f"Model `{doc['model']}` on `{doc['dataset']}`.", ""]
+        shape = f", input {'×'.join(map(str, doc['input_shape']))}" if doc.get("input_shape") else ""
+        threads = f", {doc['threads']} CPU threads for training and evaluation" if doc.get("threads") else ""
+        lines += [f"Model `{doc['model']}` on `{doc['dataset']}`{shape}{threads}.", ""]
     lines += [f"- {line}" for line in headline(records)] + [""]
     bench = benchmark_metrics(records)
     if bench and bench["latency"]:
@@ -67,8 +69,10 @@ def _write_views(run_dir: Path, doc: dict) -> None:
         write_png(run_dir / REPORT_PNG, doc["recipe"], bench)
 
 
-def write_report(run_dir: Path, recipe, records: list[dict]) -> None:
-    doc = {"recipe": recipe.name, "model": recipe.model.source, "dataset": recipe.data.dataset, "passes": records}
+def write_report(run_dir: Path, recipe, records: list[dict], run: dict | None = None) -> None:
+    """`run`: how the run was made (threads, input_shape), shown in report.md's header."""
+    doc = {"recipe": recipe.name, "model": recipe.model.source, "dataset": recipe.data.dataset, **(run or {}),
+           "passes": records}
     atomic_write(run_dir / REPORT_JSON, json.dumps(doc, indent=1))
     _write_views(run_dir, doc)
 
@@ -101,4 +105,6 @@ class ReportDoc(Loose):
     recipe: str
     model: str | None = None
     dataset: str | None = None
+    threads: int | None = Field(None, gt=0)
+    input_shape: list[int] | None = None
     passes: list[Record] = Field(min_length=1)

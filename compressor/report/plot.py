@@ -4,7 +4,8 @@ import io
 from pathlib import Path
 
 from compressor.files import atomic_write
-from compressor.report.tables import latency_points
+from compressor.report.tables import latency_points, quality_keys
+from compressor.tasks import QUALITY
 from compressor.runtime.latency import unsteady
 
 
@@ -15,12 +16,13 @@ def _wide(values) -> bool:
 
 
 def _accuracy_vs_latency(ax, bench: dict, batch: int) -> None:
-    top1 = {s["name"]: s["top1"] for s in bench["stages"]}
+    key = quality_keys(bench["stages"])[-1]
+    quality = {s["name"]: s.get(key) for s in bench["stages"]}
     backends = list(dict.fromkeys(r["backend"] for r in bench["latency"]))
     latencies = []
     for backend in backends:
-        points = [(p["p50_ms"], top1[p["stage"]], p["stage"]) for p in latency_points(bench)
-                  if p["backend"] == backend and p["batch_size"] == batch and top1.get(p["stage"]) is not None]
+        points = [(p["p50_ms"], quality[p["stage"]], p["stage"]) for p in latency_points(bench)
+                  if p["backend"] == backend and p["batch_size"] == batch and quality.get(p["stage"]) is not None]
         if not points:
             continue
         xs, ys, _ = zip(*points)
@@ -29,7 +31,7 @@ def _accuracy_vs_latency(ax, bench: dict, batch: int) -> None:
         for x, y, name in points:
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     if not latencies:
-        ax.text(0.5, 0.5, "no stage has a measured top-1\n(add an evaluate pass after each change)",
+        ax.text(0.5, 0.5, f"no stage has a measured {QUALITY[key]}\n(add an evaluate pass after each change)",
                 ha="center", va="center", transform=ax.transAxes)
     else:
         ax.legend(fontsize=8)
@@ -40,7 +42,7 @@ def _accuracy_vs_latency(ax, bench: dict, batch: int) -> None:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_xlabel(f"p50 latency at batch {batch} (ms)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(f"{QUALITY[key]} (%)")
     ax.set_title("accuracy vs latency across stages (up-left is better)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from compressor.measure import human
 from compressor.runtime.latency import unsteady
+from compressor.tasks import QUALITY
 
 
 @dataclass
@@ -32,25 +33,37 @@ def notes(records: list[dict]) -> list[str]:
     return out
 
 
-def _top1(value) -> str:
+def _percent(value) -> str:
     return f"{value:.2f}%" if value is not None else ""
 
 
+def quality_keys(rows: list[dict]) -> list[str]:
+    """The quality metrics (tasks.QUALITY) any of `rows` holds, top-1 where none does."""
+    found = [k for k in QUALITY if any(row.get(k) is not None for row in rows)]
+    return found or ["top1"]
+
+
 def passes_table(records: list[dict]) -> TableData:
+    keys = quality_keys([r["metrics"] for r in records])
+    labels = [QUALITY[k] for k in keys]
     rows = [[str(r["index"]) if r["index"] >= 0 else "", r["type"], human(r["params"]), human(r["macs"]),
-             _top1(r["metrics"].get("top1")), f"{r['seconds']:.1f}s" if r["index"] >= 0 else ""] for r in records]
-    return TableData("passes", ["#", "pass", "params", "MACs", "top-1", "time"], rows,
-                     {"#", "params", "MACs", "top-1", "time"})
+             *(_percent(r["metrics"].get(k)) for k in keys), f"{r['seconds']:.1f}s" if r["index"] >= 0 else ""]
+            for r in records]
+    return TableData("passes", ["#", "pass", "params", "MACs", *labels, "time"], rows,
+                     {"#", "params", "MACs", *labels, "time"})
 
 
 def stages_table(bench: dict) -> TableData:
     base = bench["stages"][0]
+    keys = quality_keys(bench["stages"])
+    labels = [QUALITY[k] for k in keys]
     rows = [[s["name"], ", ".join(s["passes"]) or "—", human(s["params"]),
              f"{human(s['macs'])} ({base['macs'] / s['macs']:.2f}× fewer)" if s is not base else human(s["macs"]),
-             _top1(s["top1"])] for s in bench["stages"]]
-    return TableData("stages", ["stage", "passes", "params", "MACs", "top-1"], rows, {"params", "MACs", "top-1"},
-                     "Consecutive passes that keep the architecture form one stage; its top-1 is the last one "
-                     "measured in it (the first, for the unmodified model).")
+             *(_percent(s.get(k)) for k in keys)] for s in bench["stages"]]
+    return TableData("stages", ["stage", "passes", "params", "MACs", *labels], rows, {"params", "MACs", *labels},
+                     f"Consecutive passes that keep the architecture form one stage; its {' and '.join(labels)} "
+                     f"{'are the last ones' if len(labels) > 1 else 'is the last one'} measured in it (the first, "
+                     "for the unmodified model).")
 
 
 def latency_points(bench: dict) -> list[dict]:
@@ -127,10 +140,11 @@ def headline(records: list[dict]) -> list[str]:
     base, last = records[0], records[-1]
     lines = [f"MACs {human(base['macs'])} → {human(last['macs'])} ({base['macs'] / last['macs']:.2f}× fewer), "
              f"params {human(base['params'])} → {human(last['params'])} ({base['params'] / last['params']:.2f}× fewer)"]
-    evaluated = [r for r in records if "top1" in r["metrics"]]
-    if len(evaluated) >= 2:
-        first, final = evaluated[0]["metrics"]["top1"], evaluated[-1]["metrics"]["top1"]
-        lines.append(f"top-1 {first:.2f}% → {final:.2f}% ({final - first:+.2f} points)")
+    for key, label in QUALITY.items():
+        evaluated = [r for r in records if key in r["metrics"]]
+        if len(evaluated) >= 2:
+            first, final = evaluated[0]["metrics"][key], evaluated[-1]["metrics"][key]
+            lines.append(f"{label} {first:.2f}% → {final:.2f}% ({final - first:+.2f} points)")
     bench = benchmark_metrics(records)
     if bench and len(bench["stages"]) > 1:
         first, final = bench["stages"][0]["name"], bench["stages"][-1]["name"]

@@ -40,12 +40,12 @@ def bake_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 def export(model: nn.Module, input_shape, path: Path, opset: int = 18, dynamic_batch: bool = True,
-           dynamo: bool = True, static_batch: int = 1) -> str:
+           dynamo: bool = True, static_batch: int = 1, output_name: str = OUTPUT_NAME) -> str:
     """Writes `path` atomically and returns the exporter that succeeded."""
     model = model.eval().cpu()
     # Batch 2 when dynamic: torch.export specialises dimensions of size 1 and would freeze the batch.
     example = torch.randn(2 if dynamic_batch else static_batch, *input_shape)
-    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    kwargs = dict(input_names=[INPUT_NAME], output_names=[output_name], opset_version=opset)
     used = "dynamo"
     with replacing(path) as tmp:
         try:
@@ -66,7 +66,7 @@ def export(model: nn.Module, input_shape, path: Path, opset: int = 18, dynamic_b
                 console.print(f"  [yellow]dynamo exporter failed ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:120]}); falling back to the TorchScript exporter[/yellow]")
             used = "torchscript"
-            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+            axes = {INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(model, (example,), str(tmp), dynamo=False, dynamic_axes=axes, **kwargs)
@@ -116,6 +116,20 @@ def session(path: Path, threads: int | None = None, providers: list[str] | None 
         raise CompressorError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
 
 
+class OnnxForward:
+    """An ONNX file as a forward function, torch tensors in and out (its first output), so that
+    the metric of an export is measured by the same code as the model's."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.session = session(path, threads)
+        self.batch = self.session.get_inputs()[0].shape[0]
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        chunks = inputs.split(self.batch) if isinstance(self.batch, int) else [inputs]
+        outputs = [self.session.run(None, {INPUT_NAME: c.cpu().float().numpy()})[0] for c in chunks]
+        return torch.from_numpy(np.concatenate(outputs)).to(inputs.device)
+
+
 def run_onnx(path: Path, inputs: torch.Tensor) -> dict[str, np.ndarray]:
     """All outputs for `inputs`, fed in chunks of the model's batch when that batch is fixed."""
     sess = session(path)
@@ -153,7 +167,7 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
     """Every output of `got` must match `expected` within rtol and an atol scaled to the expected
     outputs (effective_atol); the first mismatch raises, naming the output and by how much it is
     off. `degenerate` says the expected outputs hardly vary with the input (is_degenerate)."""
-    worst, agreement, scale, degenerate = 0.0, 1.0, 0.0, False
+    worst, agreement, scale, degenerate = 0.0, None, 0.0, False
     for name, want in expected.items():
         have = got[name].astype(np.float32)
         if have.shape != want.shape:
@@ -169,10 +183,15 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
             )
         worst, scale = max(worst, diff), max(scale, own)
         degenerate = degenerate or is_degenerate(want, own)
-        if want.ndim == 2:
-            agreement = min(agreement, float((have.argmax(1) == want.argmax(1)).mean()))
+        if want.ndim == 2:  # logits: the classes they pick must agree too
+            agreement = min(agreement if agreement is not None else 1.0, float((have.argmax(1) == want.argmax(1)).mean()))
     return {"max_abs_diff": worst, "top1_agreement": agreement, "samples": len(next(iter(expected.values()))),
             "output_scale": scale, "degenerate": degenerate}
+
+
+def agreement_text(check: dict) -> str:
+    """', top-1 agreement 99.8%' where outputs are logits, else nothing."""
+    return "" if check.get("top1_agreement") is None else f", top-1 agreement {check['top1_agreement']:.1%}"
 
 
 def degenerate_note(check: dict, against: str) -> str | None:
@@ -187,6 +206,7 @@ def degenerate_note(check: dict, against: str) -> str | None:
 @torch.no_grad()
 def parity(model: nn.Module, path: Path, inputs: torch.Tensor, atol: float, rtol: float) -> dict:
     """Runs torch and onnxruntime on the same real inputs; a mismatch raises with its size."""
-    expected = {OUTPUT_NAME: model.eval().cpu()(inputs.cpu()).float().numpy()}
-    return compare(expected, run_onnx(path, inputs), atol, rtol, "ONNX", "torch",
+    got = run_onnx(path, inputs)
+    expected = {next(iter(got)): model.eval().cpu()(inputs.cpu()).float().numpy()}
+    return compare(expected, got, atol, rtol, "ONNX", "torch",
                    "the export is wrong — try export_onnx with dynamo: false, or report the model")

@@ -7,10 +7,10 @@ from itertools import islice
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from compressor.console import console, progress
 from compressor.errors import CompressorError
+from compressor.tasks import Task
 from compressor.training import distributed
 from compressor.training.params import TrainParams
 from compressor.training.schedule import lr_schedule
@@ -32,10 +32,12 @@ class _TrainStep:
     Counts the steps taken, which is where the schedule and `Step.progress` come from."""
 
     def __init__(self, model: nn.Module, forward: nn.Module, terms: list[Term], term_params: list[nn.Parameter],
-                 optimizer: torch.optim.Optimizer, cfg: TrainParams, total_steps: int, ce_weight: float,
-                 device: torch.device):
+                 optimizer: torch.optim.Optimizer, cfg: TrainParams, total_steps: int, task: Task,
+                 task_weight: float, device: torch.device):
         self.model, self.forward, self.terms, self.term_params = model, forward, terms, term_params
-        self.optimizer, self.cfg, self.ce_weight, self.device = optimizer, cfg, ce_weight, device
+        self.optimizer, self.cfg, self.device = optimizer, cfg, device
+        self.task, self.task_weight = task, task_weight
+        self.task_loss = task.criterion(model, cfg.label_smoothing) if task_weight else None
         self.total_steps, self.taken = total_steps, 0
         self.advance_lr = lr_schedule(optimizer, cfg, total_steps)
         self.lr = optimizer.param_groups[0]["lr"]  # what the last step applied (the first group's)
@@ -45,9 +47,9 @@ class _TrainStep:
     def remaining(self) -> int:
         return self.total_steps - self.taken
 
-    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, epoch: int) -> tuple[Step, dict]:
+    def __call__(self, inputs: torch.Tensor, targets, epoch: int) -> tuple[Step, dict]:
         inputs = inputs.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
+        targets = self.task.move(targets, self.device)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             outputs = self.forward(inputs)
             step = Step(inputs, targets, outputs, epoch, self.taken / self.total_steps)
@@ -60,9 +62,8 @@ class _TrainStep:
 
     def _losses(self, step: Step) -> dict[str, torch.Tensor]:
         losses = {}
-        if self.ce_weight:
-            losses["ce"] = self.ce_weight * F.cross_entropy(step.outputs.float(), step.targets,
-                                                            label_smoothing=self.cfg.label_smoothing)
+        if self.task_loss:
+            losses = {k: self.task_weight * v for k, v in self.task_loss(step.outputs, step.targets).items()}
         for term in self.terms:
             extra = term.loss(step)
             if extra is not None:
@@ -96,17 +97,21 @@ class _Throughput:
 
 
 class _EpochMeter:
-    """Running loss sums (weighted by batch size) and accuracy over one epoch on this rank."""
+    """Running loss sums (weighted by batch size) over one epoch on this rank, and accuracy where
+    the task counts right answers."""
 
-    def __init__(self):
+    def __init__(self, task: Task):
+        self.task = task
         self.sums: dict[str, float] = {}
-        self.correct = self.count = 0
+        self.correct: int | None = 0
+        self.count = 0
 
     def add(self, step: Step, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         """Adds one step's batch; returns its losses as floats (the one device sync of the step)."""
-        n = len(step.targets)
+        n = len(step.inputs)
         self.count += n
-        self.correct += (step.outputs.argmax(1) == step.targets).sum().item()
+        right = self.task.correct(step.outputs, step.targets)
+        self.correct = None if right is None or self.correct is None else self.correct + right
         values = {k: v.item() for k, v in losses.items()}
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v * n
@@ -114,15 +119,17 @@ class _EpochMeter:
 
     def info(self, rate: float) -> str:
         shown = " ".join(f"{k} {v / self.count:.3f}" for k, v in self.sums.items())
-        return f"{shown} acc {100 * self.correct / self.count:.1f}% {rate:.0f} img/s"
+        acc = "" if self.correct is None else f" acc {100 * self.correct / self.count:.1f}%"
+        return f"{shown}{acc} {rate:.0f} img/s"
 
     def reduce(self, device: torch.device) -> dict:
-        """`train_<loss>` and `train_acc` over every rank's samples."""
+        """`train_<loss>`, and `train_acc` where counted, over every rank's samples."""
         keys = list(self.sums)
-        totals = distributed.sum_across([self.sums[k] for k in keys] + [self.correct, self.count], device)
+        totals = distributed.sum_across([self.sums[k] for k in keys] + [self.correct or 0, self.count], device)
         correct, count = totals[-2], max(totals[-1], 1)
         metrics = {f"train_{k}": v / count for k, v in zip(keys, totals)}
-        metrics["train_acc"] = 100 * correct / count
+        if self.correct is not None:
+            metrics["train_acc"] = 100 * correct / count
         return metrics
 
 
@@ -157,12 +164,12 @@ def _epoch(train: _TrainStep, loader, epoch: int, epochs: int, bar, desc: str, t
     loader.set_epoch(epoch)
     batches = min(len(loader), train.remaining)
     task = bar.add_task(f"{desc} {epoch + 1}/{epochs}", total=batches, info="")
-    meter = _EpochMeter()
+    meter = _EpochMeter(train.task)
     for index, (inputs, targets) in enumerate(islice(loader, batches)):
         step, losses = train(inputs, targets, epoch)
         values = meter.add(step, losses)
         _stop_if_diverged(values, train, f"epoch {epoch + 1}/{epochs}, step {index + 1}/{batches}")
-        throughput.add(len(step.targets))
+        throughput.add(len(step.inputs))
         bar.update(task, advance=1, info=meter.info(throughput.rate()))
     metrics = meter.reduce(train.device)
     for term in train.terms:
@@ -181,9 +188,10 @@ def _check_ranks_agree(model: nn.Module, metrics: dict) -> None:
     metrics.update(world_size=distributed.world(), img_per_s=metrics["img_per_s"] * distributed.world())
 
 
-def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train", ce_weight: float = 1.0) -> dict:
-    """Trains `state.model` in place; the masks in `state` are always kept. Returns metrics.
-    `ce_weight` scales the hard-label loss (distillation may lower it or turn it off)."""
+def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train", task_weight: float = 1.0) -> dict:
+    """Trains `state.model` in place on the task's own loss plus `terms`; the masks in `state`
+    are always kept. Returns metrics. `task_weight` scales the task's loss (the hard labels:
+    distillation may lower it or turn it off)."""
     device = ctx.device
     model = state.model.to(device).train()
     terms = list(terms) + ([KeepMasks(state.masks)] if state.masks else [])
@@ -194,7 +202,7 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
     loader, forward = _distribute(ctx.data.train, model, device)
     total_steps = max(1, round(cfg.epochs * len(loader)))
     epochs = math.ceil(total_steps / len(loader))
-    train = _TrainStep(model, forward, terms, term_params, optimizer, cfg, total_steps, ce_weight, device)
+    train = _TrainStep(model, forward, terms, term_params, optimizer, cfg, total_steps, ctx.task, task_weight, device)
     throughput = _Throughput()
     metrics: dict = {}
     try:
