@@ -14,6 +14,24 @@ from compressor.errors import CompressorError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make trained PyTorch models smaller and faster for edge GPUs — and prove it.")
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("compressor")
+        except PackageNotFoundError:  # run from a source tree that was not installed
+            from compressor import __version__ as number
+        console.print(f"compress {number}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                        help="print the version and exit")] = False):
+    """Make trained PyTorch models smaller and faster for edge GPUs — and prove it."""
+
+
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: passes.2.ratio=0.6")]
 

@@ -24,7 +24,7 @@ def tiny_detection_data(tmp_path_factory):
 
 
 def detection_recipe(data_yaml, passes) -> dict:
-    return {"name": "detect", "seed": 0, "model": {"source": f"ultralytics:{PICO}", "num_classes": 10},
+    return {"name": "detect", "seed": 0, "threads": 1, "model": {"source": f"ultralytics:{PICO}", "num_classes": 10},
             "data": {"dataset": f"yolo:{data_yaml}", "image_size": 64, "batch_size": 8, "eval_batch_size": 12,
                      "workers": 0},
             "passes": passes}
@@ -34,7 +34,7 @@ def detection_recipe(data_yaml, passes) -> dict:
 def test_a_detector_goes_through_every_pass(tmp_path, tiny_detection_data):
     passes = [{"type": "evaluate"},
               {"type": "sparse_train", "method": "bn_l1", "epochs": 1, "optimizer": "adamw", "lr": 0.001},
-              {"type": "prune", "importance": "bn_scale", "global": True, "target": {"macs": 0.5}, "round_to": 8},
+              {"type": "prune", "importance": "bn_scale", "global": True, "ratio": 0.4, "round_to": 8},
               {"type": "distill", "epochs": 1, "optimizer": "adamw", "lr": 0.001, "logit": None,
                "features": {"loss": "cwd", "layers": "auto"}},
               {"type": "evaluate"},

@@ -22,10 +22,10 @@ def _ratios(text: str) -> list[float]:
     return values
 
 
-def _table(rows: list[dict], ratios: list[float], base: float) -> tuple[Table, list[str]]:
+def _table(rows: list[dict], ratios: list[float], base: float, label: str) -> tuple[Table, list[str]]:
     """The console table and the same as Markdown lines: one row per unit, drop / MACs saved per ratio."""
     heads = ["unit", "kind", *[f"pruned {q:g}" for q in ratios]]
-    table = Table(title=f"top-1 drop (points from {base:.2f}%) / share of the model's MACs saved, each unit "
+    table = Table(title=f"{label} drop (points from {base:.2f}%) / share of the model's MACs saved, each unit "
                         "pruned alone", title_justify="left")
     for column in heads:
         table.add_column(column, justify="left" if column in ("unit", "kind") else "right")
@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         recipe: Annotated[Path, typer.Argument(help="recipe YAML: its model, data and first prune pass")],
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key: data.eval_samples=2000")] = None,
         ratios: Annotated[str, typer.Option("--ratios", help="fractions each unit is pruned by")] = "0.25,0.5,0.75",
-        max_drop: Annotated[float, typer.Option("--max-drop", help="top-1 points a suggested ratio may cost")] = 1.0,
+        max_drop: Annotated[float, typer.Option("--max-drop", help="points of the task's metric (top-1, "
+                                                                         "mAP50-95) a suggested ratio may cost")] = 1.0,
         out: Annotated[Optional[Path], typer.Option("--out", help="folder for the results "
                                                                   "(default runs/<name>-sensitivity)")] = None,
     ):
@@ -76,18 +77,19 @@ def register(app: typer.Typer) -> None:
                       f"{ctx.data.eval.num_samples} images")
         base, rows = analyse(model, example, plan, found, fractions,
                              lambda m: ctx.task.evaluate(m, ctx.data.eval, ctx.device)[ctx.task.metric])
-        table, lines = _table(rows, fractions, base)
+        metric, label = ctx.task.metric, ctx.task.metric_label
+        table, lines = _table(rows, fractions, base, label)
         console.print(table)
         suggestion = suggest(rows, max_drop)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "sensitivity.json", json.dumps(
-            {"recipe": parsed.name, "metric": "top1", "baseline": base, "ratios": fractions, "rows": rows,
+            {"recipe": parsed.name, "metric": metric, "baseline": base, "ratios": fractions, "rows": rows,
              "suggestion": suggestion, "max_drop": max_drop}, indent=1))
         atomic_write(folder / "sensitivity.md", "\n".join(
-            [f"# {parsed.name}: pruning sensitivity", "", f"Baseline top-1 {base:.2f}%. Each cell: top-1 drop "
+            [f"# {parsed.name}: pruning sensitivity", "", f"Baseline {label} {base:.2f}%. Each cell: {label} drop "
              "in points / share of the model's MACs saved, with only that unit pruned.", "", *lines, ""]))
-        plot(rows, fractions, folder / "sensitivity.png", "top-1")
-        atomic_write(folder / "ratios.yaml", ratios_yaml(suggestion, max_drop, "top-1"))
+        plot(rows, fractions, folder / "sensitivity.png", label)
+        atomic_write(folder / "ratios.yaml", ratios_yaml(suggestion, max_drop, label))
         console.print(f"  suggested for the prune pass ({folder / 'ratios.yaml'}):")
         console.print((folder / "ratios.yaml").read_text().split("\n", 2)[2], highlight=False, markup=False)
         console.print(f"  written: {folder}/sensitivity.json, .md, .png, ratios.yaml")
