@@ -31,11 +31,13 @@ def analyse(model: nn.Module, example: torch.Tensor, plan: Plan, found: Survey, 
     rows = []
     work = units(found)
     for index, (name, kind) in enumerate(work, 1):
+        scored = {macs: base}  # a cut that removes nothing, or what a smaller ratio already removed
         for ratio in ratios:
             # Ratio 0 everywhere except this unit; heads only when the unit is an attention block.
             single = replace(plan, global_=False, ratios={name: ratio}, heads=kind == "heads")
             trial = prune_copy(model, example, single, 0.0, found)
-            value = score(trial.model)
+            # round_to can make a ratio cut nothing, or as much as the one before: the same model, not scored again
+            value = scored[trial.macs] if trial.macs in scored else scored.setdefault(trial.macs, score(trial.model))
             rows.append({"unit": name, "kind": kind, "ratio": ratio, "score": value, "drop": base - value,
                          "macs_saved": 1 - trial.macs / macs})
         console.print(f"  {index}/{len(work)} {name} ({kind}): " + ", ".join(
