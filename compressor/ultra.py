@@ -22,11 +22,12 @@ def require(what: str = "detection"):
     pil_open = Image.open
     try:
         import ultralytics
+        import ultralytics.utils.patches  # noqa: F401  (swaps PIL's open when first imported)
     except ImportError:
         raise CompressorError(f"{what} needs Ultralytics, an optional extra: pip install -e \".[detect]\" "
                               "(or pip install ultralytics-opencv-headless)") from None
     finally:
-        # Its import swaps PIL's open for one that tries a HEIF plugin first, so that any image
-        # PIL cannot identify, anywhere in the process, reports a missing pi_heif instead.
+        # Its patches module swaps PIL's open for one that installs a HEIF plugin on any image PIL
+        # cannot identify, anywhere in the process, which then reports a missing pi_heif instead.
         Image.open = pil_open
     return ultralytics

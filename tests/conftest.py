@@ -12,6 +12,20 @@ TEACHER = ROOT / "recipes" / "fmnist-resnet20.safetensors"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+def _has_ultralytics() -> bool:
+    # Imported through compressor.ultra before any test imports it: offline, and PIL left as it was.
+    from compressor.errors import CompressorError
+    from compressor.ultra import require
+
+    try:
+        require()
+    except CompressorError:
+        return False
+    return True
+
+
+needs_ultralytics = pytest.mark.skipif(not _has_ultralytics(),
+                                       reason="Ultralytics not installed (the detect extra: pip install -e '.[detect]')")
 needs_fmnist = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 needs_teacher = pytest.mark.skipif(not TEACHER.is_file(), reason="teacher weights missing: run recipes/fmnist-teacher.yaml")
 

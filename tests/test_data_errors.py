@@ -66,7 +66,8 @@ def error_line(code, output, *expected):
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], output
-    assert all(PASS_RULE.match(line) for line in lines[:-1]), output
+    rules = next((i for i, line in enumerate(lines) if PASS_RULE.match(line)), len(lines) - 1)  # after the run header
+    assert all(PASS_RULE.match(line) for line in lines[rules:-1]), output
     for text in expected:
         assert text in errors[0], errors[0]
     return errors[0]

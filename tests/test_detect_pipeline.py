@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from compressor.cli import app
 from compressor.state import load_checkpoint
-from tests.conftest import ROOT, needs_fmnist, write_recipe
+from tests.conftest import ROOT, needs_fmnist, needs_ultralytics, write_recipe
 
-pytest.importorskip("ultralytics")
+pytestmark = needs_ultralytics
 runner = CliRunner()
 PICO = str(ROOT / "recipes" / "models" / "yolov8-pico.yaml")
 
