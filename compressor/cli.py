@@ -45,8 +45,8 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="continue after the last finished pass")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="delete an existing run folder first")] = False,
     trust_code: TrustCode = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the run "
-                                                    "(default: the recipe's threads, else the usable CPUs)")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the run (default: the "
+                                                    "recipe's threads, else OMP_NUM_THREADS, else the usable CPUs)")] = None,
 ):
     """Run a recipe: every pass, a checkpoint after each, then a summary."""
     from compressor.pipeline import Pipeline

@@ -51,9 +51,12 @@ def busy_warning(threads: int) -> str | None:
 
 
 def use_threads(threads: int | None) -> int:
-    """Sets the CPU threads of torch's parallel operations for this process (default: its share of
-    the usable CPUs, shared with the other processes torchrun started on this machine) and
-    returns the number."""
-    threads = threads or max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    """Sets the CPU threads of torch's parallel operations for this process and returns the number.
+    Default: OMP_NUM_THREADS where the environment sets it, else this process's share of the usable
+    CPUs (shared with the other processes torchrun started on this machine)."""
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    default = int(from_env) if from_env.isdigit() and int(from_env) > 0 else \
+        max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = threads or default
     torch.set_num_threads(threads)
     return threads

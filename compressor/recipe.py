@@ -26,7 +26,8 @@ class Recipe(Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0, description="CPU threads for training, evaluation and export "
-                                "(default: the CPUs this process may use; benchmark times with its own)")
+                                "(default: OMP_NUM_THREADS, else the CPUs this process may use; benchmark "
+                                "times with its own)")
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
     passes: list[_pass_union()] = Field(default_factory=list)

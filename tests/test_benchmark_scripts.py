@@ -7,6 +7,10 @@ import pytest
 
 from tests.conftest import ROOT, needs_fmnist, needs_teacher
 
+DETECT_TEACHER = ROOT / "recipes" / "fmnist-detect-yolov8-pico.safetensors"
+needs_detect_teacher = pytest.mark.skipif(not DETECT_TEACHER.is_file(), reason="detection teacher weights missing: "
+                                          "run recipes/fmnist-detect-teacher.yaml")
+
 
 def script(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "benchmarks" / f"{name}.py")
@@ -19,11 +23,28 @@ def script(name: str):
 @needs_teacher
 @pytest.mark.slow  # ~1 min: six recipes on a slice of Fashion-MNIST
 def test_fmnist_budget_quick_writes_a_row_per_flow(tmp_path):
-    budget = script("fmnist_budget")
+    budget = script("budget")
     doc = tmp_path / "budget.md"
     assert budget.main(["--quick", "--out", str(tmp_path / "runs"), "--doc", str(doc)]) == 0
     rows = [line for line in doc.read_text().splitlines() if line.startswith("| ≤50% MACs |")]
-    assert [row.split(" | ")[1][:3] for row in rows] == [f"({key})" for key in budget.ROWS]
+    assert [row.split(" | ")[1][:3] for row in rows] == [f"({key})" for key in budget.SUITES["fmnist"].rows]
+    assert doc.with_suffix(".png").stat().st_size > 10_000
+
+
+@needs_fmnist
+@needs_detect_teacher
+@pytest.mark.slow  # ~10 s: both detection flows on 16 generated 64-px canvases, no export or timing
+def test_detect_budget_quick_writes_a_row_per_flow_with_map(tmp_path):
+    pytest.importorskip("ultralytics")
+    budget = script("budget")
+    doc = tmp_path / "detect.md"
+    assert budget.main(["--suite", "detect", "--quick", "--out", str(tmp_path / "runs"), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ≤50% MACs |")]
+    assert [row[1][:3] for row in rows] == ["(a)", "(b)"]
+    for row in rows:  # mAP50, mAP50-95 and mAP50 after pruning are numbers in 0-100
+        assert all(0 <= float(cell.split(" ± ")[0]) <= 100 for cell in row[2:5])
+    assert "≤50% MACs: (b)" in text and "(b) − (a) =" in text  # the verdict line
     assert doc.with_suffix(".png").stat().st_size > 10_000
 
 
