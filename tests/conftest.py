@@ -24,8 +24,15 @@ def _has_ultralytics() -> bool:
     return True
 
 
-needs_ultralytics = pytest.mark.skipif(not _has_ultralytics(),
-                                       reason="Ultralytics not installed (the detect extra: pip install -e '.[detect]')")
+HAS_ULTRALYTICS = _has_ultralytics()
+WITHOUT_ULTRALYTICS = "Ultralytics not installed (the detect extra: pip install -e '.[detect]')"
+needs_ultralytics = pytest.mark.skipif(not HAS_ULTRALYTICS, reason=WITHOUT_ULTRALYTICS)
+
+
+def skip_module_without_ultralytics() -> None:
+    """For a test module that imports Ultralytics itself: skipped whole where it is missing."""
+    if not HAS_ULTRALYTICS:
+        pytest.skip(WITHOUT_ULTRALYTICS, allow_module_level=True)
 needs_fmnist = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 needs_teacher = pytest.mark.skipif(not TEACHER.is_file(), reason="teacher weights missing: run recipes/fmnist-teacher.yaml")
 

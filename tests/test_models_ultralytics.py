@@ -17,12 +17,9 @@ from compressor.schema import ModelSpec
 from compressor.state import rebuild_model
 
 from compressor.models import ultralytics as yolo  # noqa: E402
-from compressor.ultra import require  # noqa: E402
+from tests.conftest import skip_module_without_ultralytics  # noqa: E402
 
-try:
-    require()  # before anything imports Ultralytics: it keeps it offline and quiet
-except CompressorError:
-    pytest.skip("Ultralytics is not installed (the detect extra)", allow_module_level=True)
+skip_module_without_ultralytics()  # Ultralytics then comes through compressor.ultra: offline, quiet
 from ultralytics.nn.modules import PSA, C2f, C2fCIB, C2PSA, C3k2  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils.loss import v8DetectionLoss  # noqa: E402

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compressor.errors import CompressorError
 from compressor.inputs import example_input
 from compressor.measure import count_macs_params
 from compressor.models import NO_TRUST, load_source
@@ -20,12 +19,9 @@ from compressor.pruning.leftovers import drop_autograd_history
 from compressor.runtime import onnx as ox
 from compressor.schema import ModelSpec
 from compressor.state import rebuild_model
-from compressor.ultra import require
+from tests.conftest import skip_module_without_ultralytics
 
-try:
-    require()  # before anything imports Ultralytics: it keeps it offline and quiet
-except CompressorError:
-    pytest.skip("Ultralytics is not installed (the detect extra)", allow_module_level=True)
+skip_module_without_ultralytics()  # Ultralytics then comes through compressor.ultra: offline, quiet
 
 PICO = "ultralytics:recipes/models/yolov8-pico.yaml"
 
