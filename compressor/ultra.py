@@ -20,6 +20,7 @@ def require(what: str = "detection"):
     from PIL import Image
 
     pil_open = Image.open
+    omp_threads = os.environ.get("OMP_NUM_THREADS")
     try:
         import ultralytics
         import ultralytics.utils.patches  # noqa: F401  (swaps PIL's open when first imported)
@@ -30,4 +31,8 @@ def require(what: str = "detection"):
         # Its patches module swaps PIL's open for one that installs a HEIF plugin on any image PIL
         # cannot identify, anywhere in the process, which then reports a missing pi_heif instead.
         Image.open = pil_open
+        # Its import also sets OMP_NUM_THREADS=1 where unset, which would make every later run
+        # in the process take one thread (compressor.process reads it).
+        if omp_threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     return ultralytics

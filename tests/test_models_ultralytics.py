@@ -225,3 +225,14 @@ def test_without_ultralytics_the_source_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # `import ultralytics` now raises ImportError
     with pytest.raises(CompressorError, match=r"model source 'ultralytics:' needs Ultralytics.*pip install"):
         build_model("ultralytics:yolov8n.yaml")
+
+
+def test_importing_ultralytics_leaves_the_thread_count_alone():
+    """Its import sets OMP_NUM_THREADS=1 where unset; every later run in the process would then take one thread."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    code = "import os; from compressor.ultra import require; require(); print(os.environ.get('OMP_NUM_THREADS'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "None", done.stdout + done.stderr
