@@ -1,6 +1,13 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The one exception type the CLI turns into a one-line message, and the exit codes it uses."""
 
 import difflib
+
+# Exit codes of `compress`, documented in README.md for scripts that call it.
+EXIT_FAILED = 1  # an unexpected failure inside a run (a bug: it comes with its traceback)
+EXIT_INPUT = 2  # bad input: a recipe, data, checkpoint or run folder the message names
+EXIT_INCOMPLETE = 3  # it ran, but something asked for was not made (e.g. an engine where TensorRT is absent)
+EXIT_USAGE = 64  # the command line itself: an unknown option, a missing argument (sysexits' EX_USAGE)
+EXIT_INTERRUPTED = 130  # Ctrl-C: finished work is kept
 
 
 class CompressorError(Exception):
