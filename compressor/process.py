@@ -7,6 +7,7 @@ blocks; glibc does too once told to."""
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Mapping
 
 import torch
 
@@ -35,28 +36,64 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class Threads(int):
+    """A thread count and where it came from (`why`), for the run's header. An int, so whatever
+    prints, compares or stores the count keeps working."""
+
+    why: str
+
+    def __new__(cls, count: int, why: str):
+        threads = super().__new__(cls, count)
+        threads.why = why
+        return threads
+
+    def __getnewargs__(self):  # copy and pickle rebuild it through __new__
+        return int(self), self.why
+
+
+def choose_threads(asked: int | None, environ: Mapping[str, str], cpus: int) -> Threads:
+    """The threads asked for (the recipe's threads or --threads), else OMP_NUM_THREADS, else this
+    process's share of `cpus` (shared with the other processes torchrun started on this machine).
+    All of them: other processes that keep some CPUs busy cost no more than their share, because
+    our threads out of work sleep at once (OMP_WAIT_POLICY=PASSIVE, set in compressor/__init__.py)
+    instead of spinning. Two threads on two shared CPUs ran about 5x slower than one while they
+    spun, and 0.9-1.7x as fast as one asleep, with 0, 1 or 2 other processes busy (docs/threads.md)."""
+    if asked:
+        return Threads(asked, "as asked")
+    from_env = environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:
+        return Threads(int(from_env), "OMP_NUM_THREADS")
+    world = int(environ.get("LOCAL_WORLD_SIZE", "1"))
+    share = f"{cpus} usable CPUs" + (f" ÷ {world} processes" if world > 1 else "")
+    return Threads(max(1, cpus // world), share)
+
+
+def threads_spin(environ: Mapping[str, str]) -> bool:
+    """Whether OpenMP threads out of work spin before they sleep: where the user chose a spin count
+    or OMP_WAIT_POLICY other than PASSIVE (compressor/__init__.py sets PASSIVE where they chose neither)."""
+    if "GOMP_SPINCOUNT" in environ:
+        return environ["GOMP_SPINCOUNT"].strip() != "0"
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
+
+
 def busy_warning(threads: int) -> str | None:
-    """What to tell the user where other processes already hold the CPUs this run will use: each
-    of its threads then waits its turn at every parallel operation, and a run with as many threads
-    as CPUs can go several times slower than one with fewer (measured in docs/measurements.md)."""
+    """What to tell the user where other processes already hold the CPUs this run will use and its
+    threads spin while they wait: each then burns a CPU that the other processes want, and the run
+    went several times slower than on one thread (docs/threads.md)."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
     cpus = usable_cpus()
-    if load < cpus or threads == 1:
+    if load < cpus or threads == 1 or not threads_spin(os.environ):
         return None
-    return (f"the machine is busy (load {load:.1f} on {cpus} CPUs) and this run uses {threads} threads; if it runs "
-            "slowly, try --threads 1 (or threads: 1 in the recipe)")
+    return (f"the machine is busy (load {load:.1f} on {cpus} CPUs) and this run's {threads} threads spin while they "
+            "wait (OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment); if it runs slowly, unset those, or try "
+            "--threads 1 (or threads: 1 in the recipe)")
 
 
-def use_threads(threads: int | None) -> int:
-    """Sets the CPU threads of torch's parallel operations for this process and returns the number.
-    Default: OMP_NUM_THREADS where the environment sets it, else this process's share of the usable
-    CPUs (shared with the other processes torchrun started on this machine)."""
-    from_env = os.environ.get("OMP_NUM_THREADS", "")
-    default = int(from_env) if from_env.isdigit() and int(from_env) > 0 else \
-        max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    threads = threads or default
+def use_threads(asked: int | None) -> Threads:
+    """Sets the CPU threads of torch's parallel operations for this process (choose_threads) and returns them."""
+    threads = choose_threads(asked, os.environ, usable_cpus())
     torch.set_num_threads(threads)
     return threads
