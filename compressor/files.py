@@ -2,6 +2,7 @@
 over it. A run killed at any point leaves the old file or the new one, never a torn one."""
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -66,3 +67,17 @@ class Staging:
         if kept:
             message += f" ({', '.join(kept)} left as {'they were' if len(kept) > 1 else 'it was'})"
         raise CompressorError(message) from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cpu_tensors(d: dict) -> dict:
+    """Tensors as safetensors can write them: on the CPU, contiguous, each its own storage."""
+    # safetensors refuses shared or strided storage; tied weights are saved once each.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in d.items()}

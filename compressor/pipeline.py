@@ -1,5 +1,6 @@
-"""Runs a recipe's passes in order, checkpoints after each, resumes after the last finished one.
-It knows nothing of pruning or training: passes do the work."""
+"""Runs a recipe's passes in order, checkpoints after each, resumes after the last finished one
+(and, inside a pass that trains, after its last finished epoch: training/resume.py). It knows
+nothing of pruning or training: passes do the work."""
 
 import os
 import shutil
@@ -23,10 +24,11 @@ from compressor.process import busy_warning, use_threads
 from compressor.recipe import Recipe, dump_recipe
 from compressor.pruning.diagnose import forward_or_explain
 from compressor.runs import (RECIPE_FILE, check_deletable, check_writable, checkpoints, is_checkpoint, is_marked, mark,
-                             pass_folder, pass_folders)
+                             partial_folder, pass_folder, pass_folders)
 from compressor.tasks import Task, task_of
 from compressor.state import State, load_checkpoint, read_meta, save_checkpoint
 from compressor.training import distributed
+from compressor.training.resume import PassCheckpoints, drop_training_checkpoints, holds_training_checkpoint
 
 INPUT = "input"  # the name under which the unmodified model is referred to (e.g. as teacher)
 
@@ -52,6 +54,7 @@ class RunContext:
     index: int = -1
     previous: str = INPUT  # folder name of the last finished pass
     trust: Trust | None = None  # model sources that run code which may be built (default: the recipe's)
+    checkpoints: PassCheckpoints | None = None  # where the running pass's training keeps its epochs (None: nowhere)
 
     def __post_init__(self):
         if self.trust is None:
@@ -127,7 +130,8 @@ class Pipeline:
 
     def _prepare(self, resume: bool, fresh: bool) -> int:
         check_writable(self.run_dir)
-        has_run = bool(pass_folders(self.run_dir))
+        has_run = (bool(pass_folders(self.run_dir))
+                   or any(map(holds_training_checkpoint, self.run_dir.glob(".*.partial"))))
         if fresh and self.run_dir.is_dir() and (has_run or is_marked(self.run_dir)):
             check_deletable(self.run_dir)
             shutil.rmtree(self.run_dir)
@@ -138,9 +142,17 @@ class Pipeline:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         mark(self.run_dir)
+        done = self.finished_passes() if resume else 0
+        # Left by a killed pass, which never finished: redone, from its last finished epoch where
+        # it is the pass to run next and kept one (a stale one is ignored there with a note).
+        resumable = self.partial(done) if resume and done < len(self.recipe.passes) else None
         for partial in self.run_dir.glob(".*.partial"):
-            shutil.rmtree(partial)  # left by a killed pass: it never finished, so it is redone
-        return self.finished_passes() if resume else 0
+            if partial != resumable or not holds_training_checkpoint(partial):
+                shutil.rmtree(partial)
+        return done
+
+    def partial(self, index: int) -> Path:
+        return self.run_dir / partial_folder(index, self.recipe.passes[index].type)
 
     def initial_state(self) -> State:
         data = self.ctx.data  # first: a missing dataset is named before a large model loads
@@ -186,7 +198,7 @@ class Pipeline:
         shape = "×".join(map(str, state.input_shape))
         console.print(f"[bold]{self.recipe.name}[/bold]: {self.recipe.model.source} on {self.recipe.data.dataset}, "
                       f"input {shape}, {self.ctx.task.name} task, device {self.ctx.device}, {self.threads} CPU "
-                      f"thread{'s' * (self.threads > 1)}", highlight=False)
+                      f"thread{'s' * (self.threads > 1)} ({self.threads.why})", highlight=False)
         warning = busy_warning(self.threads)
         if warning:
             console.print(f"[yellow]note:[/yellow] {warning}")
@@ -198,17 +210,22 @@ class Pipeline:
         step = PASSES.get(params.type)(params)
         everyone = step.trains and distributed.active()
         if everyone or distributed.is_main():
-            partial = self.run_dir / f".{folder}.partial"
+            kept = self.partial(index)
             if distributed.is_main():
-                partial.mkdir()
+                kept.mkdir(exist_ok=True)  # prepare keeps one that holds training checkpoints
+                partial = kept
             else:  # other ranks' files are scratch: rank 0 writes the run folder
                 partial = Path(tempfile.mkdtemp(prefix=f"{folder}-rank{distributed.rank()}-"))
             self.ctx.pass_dir, self.ctx.index = partial, index
+            self.ctx.checkpoints = PassCheckpoints(kept, self.recipe.fingerprint(index), folder, distributed.is_main())
             console.rule(f"[bold]{index + 1}/{len(self.recipe.passes)} {params.type}")
             try:
                 seconds, macs, n_params = self.execute(step, state, index, folder, partial)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)  # a pass that did not finish leaves nothing
+            except BaseException as e:
+                # A pass that did not finish leaves nothing, but an interrupted one keeps its
+                # training checkpoints for --resume (a killed one keeps them anyway).
+                if not (isinstance(e, KeyboardInterrupt) and partial == kept and holds_training_checkpoint(kept)):
+                    shutil.rmtree(partial, ignore_errors=True)
                 raise
             console.print(f"[green]✓[/green] {folder} in {seconds:.1f}s — params {human(n_params)}, "
                           f"MACs {human(macs)}")
@@ -238,6 +255,7 @@ class Pipeline:
             if final.exists():
                 shutil.rmtree(final)
             partial.rename(final)
+            drop_training_checkpoints(final)  # after the rename: a kill before it still resumes
         else:
             shutil.rmtree(partial)
         return seconds, macs, n_params

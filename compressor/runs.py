@@ -5,6 +5,9 @@ commands read back from a finished run.
       recipe.yaml          the recipe as run
       NN-type/             one folder a finished pass: state.json (complete once present),
                            model.safetensors, masks.safetensors, the pass's own files
+      .NN-type.partial/    the pass being run; train-K/ in it, the K-th training's checkpoint
+                           after its last finished epoch (training/resume.py), lets an
+                           interrupted pass continue with --resume
 """
 
 import fnmatch
@@ -20,7 +23,8 @@ PASS_GLOB = "[0-9][0-9]-*"
 ENGINE_SUFFIXES = (".engine", ".plan")
 # What compress writes at the top of a run folder: anything else there is someone else's.
 OWN_ENTRIES = (RECIPE_FILE, MARKER, PASS_GLOB, ".[0-9][0-9]-*.partial", "report.json", "report.md", "report.png",
-               "*.onnx", "*.engine", "*.plan", "*.cache", "build_engine.sh", ".*.????????*")
+               "*.onnx", "*.engine", "*.plan", "*.cache", "build_engine.sh", "check_engine.sh", "README.md",
+               ".*.????????*")
 
 
 def mark(run_dir: Path) -> None:
@@ -55,6 +59,10 @@ def check_writable(folder: Path) -> None:
 
 def pass_folder(index: int, kind: str) -> str:
     return f"{index:02d}-{kind}"
+
+
+def partial_folder(index: int, kind: str) -> str:
+    return f".{pass_folder(index, kind)}.partial"
 
 
 def pass_folders(run_dir: Path) -> list[Path]:

@@ -3,7 +3,6 @@ rest in JSON. A pruned model is rebuilt from its source plus the recorded prunin
 so loading a checkpoint never unpickles code."""
 
 import copy
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, TypeAdapter, Validation
 from safetensors.torch import load_file, save_file
 
 from compressor.errors import CompressorError
-from compressor.files import atomic_write
+from compressor.files import atomic_write, cpu_tensors, sha256_of
 from compressor.inputs import example_input
 from compressor.models import NO_TRUST, Trust, build_model, load_weights
 from compressor.schema import Loose, PassFolder, PlainName, Record
@@ -45,11 +44,6 @@ class State:
             self.teacher_pass = pass_dir_name
 
 
-def _tensors(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared or strided storage; tied weights are saved once each.
-    return {k: v.detach().cpu().contiguous().clone() for k, v in d.items()}
-
-
 def rebuild_model(source: dict, history: list[list], input_shape, weights: dict[str, torch.Tensor], origin: str,
                   trust: Trust = NO_TRUST):
     from compressor.pruning.engine import replay
@@ -60,21 +54,13 @@ def rebuild_model(source: dict, history: list[list], input_shape, weights: dict[
     return model.eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(state: State, directory: Path, meta: dict[str, Any]) -> None:
     """Writes weights, masks and state.json into `directory` (state.json last: its presence
     means the checkpoint is complete; it holds the hash of every file beside it)."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(_tensors(state.model.state_dict()), str(directory / WEIGHTS_FILE))
+    save_file(cpu_tensors(state.model.state_dict()), str(directory / WEIGHTS_FILE))
     if state.masks:
-        save_file(_tensors(state.masks), str(directory / MASKS_FILE))
+        save_file(cpu_tensors(state.masks), str(directory / MASKS_FILE))
     files = [WEIGHTS_FILE] + ([MASKS_FILE] if state.masks else [])
     doc = {
         **meta,
@@ -84,7 +70,7 @@ def save_checkpoint(state: State, directory: Path, meta: dict[str, Any]) -> None
         "teacher_pass": state.teacher_pass,
         "records": state.records,
         "artifacts": state.artifacts,
-        "hashes": {name: _sha256(directory / name) for name in files},
+        "hashes": {name: sha256_of(directory / name) for name in files},
     }
     atomic_write(directory / STATE_FILE, json.dumps(doc, indent=1))
 
@@ -142,7 +128,7 @@ def verify(directory: Path, meta: dict) -> None:
         if not path.is_file():
             raise CompressorError(f"{path} is missing: the checkpoint in {directory} is incomplete; "
                                   "run with --fresh to start over")
-        if _sha256(path) != expected:
+        if sha256_of(path) != expected:
             raise CompressorError(f"{path} changed after it was written (it does not match the hash in "
                                   f"{STATE_FILE}); run with --fresh to start over")
     if WEIGHTS_FILE not in meta["hashes"]:

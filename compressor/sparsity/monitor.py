@@ -40,6 +40,14 @@ class ScaleMonitor(Term):
     def end_epoch(self, model: nn.Module, epoch: int) -> dict:
         return self.snapshot(model, epoch)
 
+    def state_dict(self) -> dict:
+        return {"history": self.history, **{f"values.{i}": v for i, v in enumerate(self._values)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = state["history"]
+        self._values = [state[f"values.{i}"] for i in range(len(self.history))]
+        self.draw()
+
     def draw(self) -> None:
         import matplotlib
 

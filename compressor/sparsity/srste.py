@@ -62,6 +62,15 @@ class SRSTE(Term):
         self._last = now
         return {"mask_flips": changed / max(total, 1)}
 
+    def state_dict(self) -> dict:
+        return {f"last.{k}": v for k, v in self._last.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        last = {k: state[f"last.{k}"].to(v.device) for k, v in self._last.items()}
+        if any(last[k].shape != v.shape for k, v in self._last.items()):
+            raise ValueError("its N:M masks have other shapes than the layers")
+        self._last = last
+
     def detach(self) -> None:
         for name, module in self.layers.items():
             if parametrize.is_parametrized(module, "weight"):

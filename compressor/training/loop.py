@@ -3,6 +3,7 @@ distillation are this loop with different terms plugged in."""
 
 import math
 import time
+import warnings
 from itertools import islice
 
 import torch
@@ -13,6 +14,7 @@ from compressor.errors import CompressorError
 from compressor.tasks import Task
 from compressor.training import distributed
 from compressor.training.params import TrainParams
+from compressor.training.resume import FitCheckpoint, collect, start_digest
 from compressor.training.schedule import lr_schedule
 from compressor.training.terms import KeepMasks, Step, Term
 
@@ -46,6 +48,16 @@ class _TrainStep:
     @property
     def remaining(self) -> int:
         return self.total_steps - self.taken
+
+    def resume_at(self, steps: int) -> None:
+        """Continues after `steps` steps of a checkpoint. The lr schedule is replayed rather than
+        stored: it is a function of the steps it was given, so the replay gives the same floats."""
+        with warnings.catch_warnings():
+            # torch takes a schedule stepped before the optimiser for a mistake; here it is the replay
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            for k in range(1, steps + 1):
+                self.advance_lr(k)
+        self.taken = steps
 
     def __call__(self, inputs: torch.Tensor, targets, epoch: int) -> tuple[Step, dict]:
         inputs = inputs.to(self.device, non_blocking=True)
@@ -84,7 +96,8 @@ class _TrainStep:
 
 
 class _Throughput:
-    """Images per second since training began, across epochs."""
+    """Images per second since training began, across epochs and across a resume (the time
+    between the interruption and the restart left out)."""
 
     def __init__(self):
         self.seen, self.start = 0, time.perf_counter()
@@ -92,8 +105,14 @@ class _Throughput:
     def add(self, n: int) -> None:
         self.seen += n
 
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
     def rate(self) -> float:
-        return self.seen / (time.perf_counter() - self.start)
+        return self.seen / self.seconds()
+
+    def resume(self, seen: int, seconds: float) -> None:
+        self.seen, self.start = seen, time.perf_counter() - seconds
 
 
 class _EpochMeter:
@@ -160,10 +179,12 @@ def _stop_if_diverged(values: dict[str, float], train: _TrainStep, where: str) -
                           f"step); lower lr (now {train.cfg.lr:g}), or check the data")
 
 
-def _epoch(train: _TrainStep, loader, epoch: int, epochs: int, bar, desc: str, throughput: _Throughput) -> dict:
+def _epoch(train: _TrainStep, loader, epoch: int, epochs: int, bar, task, desc: str,
+           throughput: _Throughput) -> dict:
+    """One epoch; `task` is the bar's, which counts the steps of the whole fit (so its eta does)."""
     loader.set_epoch(epoch)
     batches = min(len(loader), train.remaining)
-    task = bar.add_task(f"{desc} {epoch + 1}/{epochs}", total=batches, info="")
+    bar.update(task, description=f"{desc} {epoch + 1}/{epochs}")
     meter = _EpochMeter(train.task)
     for index, (inputs, targets) in enumerate(islice(loader, batches)):
         step, losses = train(inputs, targets, epoch)
@@ -188,6 +209,29 @@ def _check_ranks_agree(model: nn.Module, metrics: dict) -> None:
     metrics.update(world_size=distributed.world(), img_per_s=metrics["img_per_s"] * distributed.world())
 
 
+def _resume(ctx, train: _TrainStep, epochs: int, throughput: _Throughput,
+            settings: dict) -> tuple[FitCheckpoint | None, int, dict]:
+    """This call's training checkpoint, the epoch to start at and the metrics of the epoch before
+    it: where the checkpoint holds finished epochs, they are loaded and the call continues after
+    them. A context that keeps no checkpoints (one a test or an export makes) starts at 0."""
+    checkpoints = getattr(ctx, "checkpoints", None)
+    if checkpoints is None:
+        return None, 0, {}
+    fresh = collect(train)
+    identity = {**settings, "terms": [t.name for t in train.terms], "steps": train.total_steps,
+                "device": train.device.type, "world": distributed.world(), "start": start_digest(fresh)}
+    checkpoint = checkpoints.next_call(identity, settings["desc"])
+    progress = checkpoint.restore(train, fresh, epochs)
+    if progress is None:
+        return checkpoint, 0, {}
+    train.resume_at(progress.steps)
+    throughput.resume(progress.images, progress.seconds)
+    where = (f"at epoch {progress.epoch + 1}/{epochs}" if progress.epoch < epochs
+             else f"after its last epoch ({epochs}/{epochs}): its weights are loaded")
+    console.print(f"[dim]resuming {checkpoint.label} {where}[/dim]")
+    return checkpoint, progress.epoch, progress.metrics
+
+
 def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train", task_weight: float = 1.0) -> dict:
     """Trains `state.model` in place on the task's own loss plus `terms`; the masks in `state`
     are always kept. Returns metrics. `task_weight` scales the task's loss (the hard labels:
@@ -204,11 +248,16 @@ def fit(state, ctx, cfg: TrainParams, terms: list[Term] = (), desc: str = "train
     epochs = math.ceil(total_steps / len(loader))
     train = _TrainStep(model, forward, terms, term_params, optimizer, cfg, total_steps, ctx.task, task_weight, device)
     throughput = _Throughput()
-    metrics: dict = {}
     try:
+        checkpoint, start, metrics = _resume(ctx, train, epochs, throughput,
+                                             {"desc": desc, "train": cfg.model_dump(mode="json"),
+                                              "task_weight": task_weight, "batches": len(loader)})
         with progress() as bar:
-            for epoch in range(epochs):
-                metrics = _epoch(train, loader, epoch, epochs, bar, desc, throughput)
+            task = bar.add_task(desc, total=total_steps, completed=train.taken, info="")
+            for epoch in range(start, epochs):
+                metrics = _epoch(train, loader, epoch, epochs, bar, task, desc, throughput)
+                if checkpoint:
+                    checkpoint.save(train, epoch + 1, metrics, throughput.seen, throughput.seconds())
     finally:
         for term in terms:
             term.detach()

@@ -17,7 +17,8 @@ class Step:
 
 class Term:
     """Override what applies. `loss` adds to the objective; `before_step` edits gradients;
-    `after_step` edits weights; `parameters` are trained along with the model."""
+    `after_step` edits weights; `parameters` are trained along with the model; `state_dict`
+    is what a resumed training restores (training/resume.py)."""
 
     name = "term"
 
@@ -37,6 +38,21 @@ class Term:
 
     def end_epoch(self, model: nn.Module, epoch: int) -> dict:
         return {}
+
+    def state_dict(self) -> dict:
+        """What the term carries from one epoch to the next, taken at an epoch's end (after
+        `end_epoch`): tensors, and values JSON can hold. By default its trained parameters; a
+        term that keeps more (a running record, a schedule's position) adds that."""
+        return {f"parameter.{i}": p for i, p in enumerate(self.parameters())}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Puts back what `state_dict` gave, after `attach`; raises where it does not fit."""
+        for i, p in enumerate(self.parameters()):
+            saved = state[f"parameter.{i}"]
+            if saved.shape != p.shape:  # copy_ would broadcast it
+                raise ValueError(f"parameter {i} of term {self.name} is {tuple(saved.shape)}, not {tuple(p.shape)}")
+            p.copy_(saved)
 
 
 class KeepMasks(Term):
