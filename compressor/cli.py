@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from compressor.commands import TrustCode, friendly, register_all
+from compressor.commands import Commands, JsonOutput, TrustCode, friendly, register_all
 from compressor.console import console
 from compressor.errors import CompressorError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make trained PyTorch models smaller and faster for edge GPUs — and prove it.")
 
 def _version(show: bool) -> None:
@@ -47,12 +47,15 @@ def run(
     trust_code: TrustCode = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the run (default: the "
                                                     "recipe's threads, else OMP_NUM_THREADS, else the usable CPUs)")] = None,
+    as_json: JsonOutput = False,
 ):
-    """Run a recipe: every pass, a checkpoint after each, then a summary."""
+    """Run a recipe: every pass, a checkpoint after each, then a summary (with --json: report.json's content)."""
+    import json
+
     from compressor.pipeline import Pipeline
     from compressor.process import keep_freed_memory
     from compressor.recipe import load_recipe
-    from compressor.report import print_summary, write_report
+    from compressor.report import REPORT_JSON, print_summary, write_report
     from compressor.training import distributed
 
     if resume and fresh:
@@ -63,88 +66,51 @@ def run(
         parsed.threads = threads
     pipeline = Pipeline(parsed, out or Path("runs") / parsed.name, trust_code)
     state = pipeline.run(resume=resume, fresh=fresh)
-    if distributed.is_main():  # under torchrun, rank 0 alone writes and reports
+    main = distributed.is_main()  # under torchrun, rank 0 alone writes and reports
+    if main:
         write_report(pipeline.run_dir, parsed, state.records, {"threads": pipeline.threads,
                                                                "input_shape": list(state.input_shape)})
         print_summary(state.records, pipeline.run_dir)
     distributed.shutdown()
+    if as_json and main:
+        return {"run_dir": str(pipeline.run_dir), **json.loads((pipeline.run_dir / REPORT_JSON).read_text())}
 
 
 @app.command()
 @friendly
-def validate(recipe: RecipeArg, set_: SetOpt = None):
-    """Check a recipe without running it."""
+def validate(recipe: RecipeArg, set_: SetOpt = None, as_json: JsonOutput = False):
+    """Check a recipe without running it: its keys, model sources, checkpoints, data files and the
+    order of its passes; every problem at once (with --json: the resolved recipe)."""
     from compressor.recipe import load_recipe
 
     parsed = load_recipe(recipe, set_ or [])
     kinds = " → ".join(p.type for p in parsed.passes) or "no passes"
     console.print(f"[green]ok[/green] {recipe}: '{parsed.name}', model {parsed.model.source}, "
                   f"data {parsed.data.dataset}, {len(parsed.passes)} passes: {kinds}")
-
-
-def type_name(annotation) -> str:
-    """A reader's name for a parameter type: choices spelt out, nested models as 'mapping'."""
-    import types
-    import typing
-
-    from pydantic import BaseModel
-
-    from compressor.schema import members, unwrap
-
-    annotation, tagger = unwrap(annotation)
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if tagger is not None or members(annotation) and all(a is type(None) or members(a) for a in args):
-        return "mapping"
-    if origin is typing.Literal:
-        return "|".join(map(str, args))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(a) for a in args if a is not type(None)) + " (optional)" * (type(None) in args)
-    if origin is not None:
-        return f"{origin.__name__} of {type_name(args[-1])}" if args else origin.__name__
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "mapping"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def parameter_tables(title: str, annotation) -> list[Table]:
-    """One table of keys per parameter model: a tagged union gives one per variant, and a
-    nested mapping (a prune target, its fine-tuning) gets tables of its own after its owner's."""
-    from compressor.schema import field_annotation, members, unwrap
-
-    _, tagger = unwrap(annotation)
-    variants = ({cls: [t for t, m in tagger.variants.items() if cls in members(m)] for cls in members(annotation)}
-                if tagger else {cls: [] for cls in members(annotation)})
-    tables, nested = [], []
-    for cls, tags in variants.items():
-        label = f"{title} ({tagger.describe(tags)})" if tags else title
-        table = Table(title=f"[bold]{label}[/bold]", title_justify="left", show_edge=False)
-        for column in ("parameter", "type", "default", "help"):
-            table.add_column(column)
-        for name, field in cls.model_fields.items():
-            if name == "type" or (tagger and name == tagger.key):
-                continue
-            inner = field_annotation(cls, name)
-            default = ("required" if field.is_required() else "see below" if members(inner) and field.default is None
-                       and field.default_factory else repr(field.get_default(call_default_factory=True)))
-            table.add_row(field.alias or name, type_name(field.annotation), default, field.description or "")
-            if members(inner):
-                nested.append((f"{title}.{field.alias or name}", inner))
-        tables.append(table)
-    for sub_title, sub in dict.fromkeys(nested):
-        tables += parameter_tables(sub_title, sub)
-    return tables
+    return {"ok": True, "recipe": str(recipe), "resolved": parsed.model_dump(mode="json", by_alias=True)}
 
 
 @app.command()
 @friendly
-def passes(name: Annotated[Optional[str], typer.Argument(help="show one pass only")] = None):
+def passes(name: Annotated[Optional[str], typer.Argument(help="show one pass only")] = None,
+           markdown: Annotated[bool, typer.Option("--markdown", help="every recipe key as Markdown (docs/recipes.md)")]
+           = False):
     """List every pass with its parameters, defaults and help."""
     from compressor.passes import PASSES
+    from compressor.reference import COLUMNS, key_tables, recipe_markdown, summary
 
+    if markdown:
+        typer.echo(recipe_markdown(), nl=False)
+        return
     for kind in [PASSES.get(name).name] if name else PASSES.names():
         cls = PASSES.get(kind)
-        console.print(f"[bold]{kind}[/bold] — {(cls.__doc__ or '').strip().splitlines()[0]}")
-        for table in parameter_tables(kind, cls.Params):
+        console.print(f"[bold]{kind}[/bold] — {summary(cls)}")
+        for keys in key_tables(kind, cls.Params):
+            table = Table(title=f"[bold]{keys.title}[/bold]", title_justify="left", show_edge=False)
+            for column in COLUMNS:
+                table.add_column(column, overflow="fold")  # a narrow terminal wraps a cell, never cuts it
+            for row in keys.rows:
+                table.add_row(*row)
             console.print(table)
         console.print()
 

@@ -33,3 +33,11 @@ def excerpt(value, limit: int = 80) -> str:
     """A value as an error message quotes it: its repr, cut short."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class Problems(CompressorError):
+    """Every problem found in one input at once (a recipe `compress validate` checks): one line each."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(dict.fromkeys(lines))  # a problem two checks both notice is said once
+        super().__init__("\n".join(self.lines))

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from compressor.errors import CompressorError, did_you_mean, excerpt
+from compressor.errors import CompressorError, Problems, did_you_mean, excerpt
 from compressor.passes import PASSES
+from compressor.preflight import model_specs, recipe_problems
 from compressor.schema import TAG_ERROR, DataSpec, ModelSpec, PlainName, Strict, suggestion, tagged, walk
 
 
@@ -23,14 +24,26 @@ def _pass_union():
 
 class Recipe(Strict):
     name: PlainName = Field(description="the run folder's name: runs/<name>")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="seeds initial weights, data order and augmentation")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda where a GPU is visible, else cpu")
     threads: int | None = Field(None, gt=0, description="CPU threads for training, evaluation and export "
                                 "(default: OMP_NUM_THREADS, else the CPUs this process may use; benchmark "
                                 "times with its own)")
-    model: ModelSpec
-    data: DataSpec = Field(default_factory=DataSpec)
-    passes: list[_pass_union()] = Field(default_factory=list)
+    model: ModelSpec = Field(description="the model to compress")
+    data: DataSpec = Field(default_factory=DataSpec, description="training and evaluation data")
+    passes: list[_pass_union()] = Field(default_factory=list, description="run in order, one checkpoint each")
+
+    @model_validator(mode="after")
+    def _synthetic_images_of_the_models_size(self):
+        # Random images for a torchvision or timm model default to the size it is made for (224×224
+        # for most), not synthetic's small default, at which many of them cannot run.
+        if self.data.dataset == "synthetic" and self.data.image_size is None:
+            from compressor.models import native_input_shape
+
+            native = native_input_shape(self.model.source)
+            if native:
+                self.data.image_size = native[-1]
+        return self
 
     def fingerprint(self, upto: int) -> str:
         """Hash of everything that decides the result of passes[0..upto]."""
@@ -46,30 +59,30 @@ def _loc(parts) -> str:
     return out
 
 
-def friendly(err: ValidationError, root, origin: str) -> CompressorError:
-    """The first problem of a validation error as one line: where (as the user wrote it), what,
+def schema_problems(err: ValidationError, root, origin: str) -> list[str]:
+    """Every problem of a validation error, one line each: where (as the user wrote it), what,
     and the nearest valid key or value."""
-    first = err.errors()[0]
-    more = len(err.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    if first["type"] == "extra_forbidden":
-        loc, owner, _ = walk(root, first["loc"][:-1])
-        key = first["loc"][-1]
+    return [f"{origin}: {_problem(error, root)}" for error in err.errors()]
+
+
+def _problem(error: dict, root) -> str:
+    if error["type"] == "extra_forbidden":
+        loc, owner, _ = walk(root, error["loc"][:-1])
+        key = error["loc"][-1]
         msg = f"unknown key '{key}'{suggestion(key, owner)}"
-    elif first["type"] == TAG_ERROR:
-        loc, _, tagger = walk(root, first["loc"])
-        got = first["input"].get(tagger.key) if isinstance(first["input"], dict) and tagger.key else None
+    elif error["type"] == TAG_ERROR:
+        loc, _, tagger = walk(root, error["loc"])
+        got = error["input"].get(tagger.key) if isinstance(error["input"], dict) and tagger.key else None
         loc = loc + [tagger.key] if got is not None else loc
-        msg = tagger.message(first["input"])
+        msg = tagger.message(error["input"])
     else:
-        loc, _, _ = walk(root, first["loc"])
-        got = first.get("input")
-        shown = "" if isinstance(got, dict) or first["type"] in ("missing", "key_of_other_variant") \
+        loc, _, _ = walk(root, error["loc"])
+        got = error.get("input")
+        shown = "" if isinstance(got, dict) or error["type"] in ("missing", "key_of_other_variant") \
             else f" (got {excerpt(got)})"
-        text = first["msg"].removeprefix("Value error, ")
+        text = error["msg"].removeprefix("Value error, ")
         msg = text[0].lower() + text[1:] + shown
-    where = _loc(loc) or "recipe"
-    return CompressorError(f"{origin}: {where}: {msg}{tail}")
+    return f"{_loc(loc) or 'recipe'}: {msg}"
 
 
 def parse_value(text: str) -> Any:
@@ -187,21 +200,39 @@ def parse_recipe(raw: dict, origin: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise friendly(e, Recipe, origin) from None
+        raise Problems(schema_problems(e, Recipe, origin)) from None
+
+
+def _checkable_part(raw: dict) -> Recipe:
+    """Of a recipe that does not validate, the model and data sections that do on their own (as a
+    recipe without passes), so that their files are checked in the same go as its schema."""
+    parts = {"model": None, "data": None}
+    for key, cls in (("model", ModelSpec), ("data", DataSpec)):
+        try:
+            parts[key] = cls.model_validate(raw.get(key, {}))
+        except ValidationError:
+            pass
+    return Recipe.model_construct(passes=[], **parts)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """A recipe given on the command line: parsed, the files it names found beside it, and checked
+    before anything runs (compressor.preflight); every problem at once, one line each."""
     path = Path(path)
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
-    recipe = parse_recipe(raw, str(path))
-    specs = [("model", recipe.model)] + [(f"passes[{i}].teacher", p.teacher) for i, p in enumerate(recipe.passes)
-                                         if isinstance(getattr(p, "teacher", None), ModelSpec)]
-    for key, spec in specs:
+    try:
+        recipe, problems = Recipe.model_validate(raw), []
+    except ValidationError as e:
+        recipe, problems = _checkable_part(raw), schema_problems(e, Recipe, str(path))
+    for _, spec in model_specs(recipe):
         if spec.checkpoint:
-            spec.checkpoint = _checkpoint_near(path, spec.checkpoint, key)
+            spec.checkpoint = _checkpoint_near(path, spec.checkpoint)
         spec.source = _source_near(path, spec.source)
+    problems += recipe_problems(recipe, path)
+    if problems:
+        raise Problems(problems)
     return recipe
 
 
@@ -215,14 +246,13 @@ def _source_near(recipe_path: Path, source: str) -> str:
     return f"{kind}:{near}" if near.is_file() else source
 
 
-def _checkpoint_near(recipe_path: Path, given: str, key: str) -> str:
+def _checkpoint_near(recipe_path: Path, given: str) -> str:
+    """A checkpoint path may be relative to the recipe, so recipes travel with their weights; one
+    found nowhere stays as given (preflight names it)."""
     checkpoint = Path(given)
-    if not checkpoint.is_absolute() and not checkpoint.exists():
-        # A checkpoint path may be relative to the recipe, so recipes travel with their weights.
-        checkpoint = recipe_path.parent / checkpoint
-    if not checkpoint.is_file():
-        raise CompressorError(f"{recipe_path}: {key}.checkpoint: file '{given}' does not exist")
-    return str(checkpoint)
+    if not checkpoint.is_absolute() and not checkpoint.exists() and (recipe_path.parent / checkpoint).is_file():
+        return str(recipe_path.parent / checkpoint)
+    return given
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -1,4 +1,6 @@
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from compressor.errors import CompressorError
 from compressor.recipe import apply_override, load_recipe, parse_recipe
@@ -60,8 +62,51 @@ def test_dumped_recipe_parses_again(tmp_path, synthetic_recipe):
 def test_checkpoints_of_the_model_and_of_a_teacher_resolve_next_to_the_recipe(tmp_path, synthetic_recipe):
     folder = tmp_path / "recipes"
     folder.mkdir()
-    (folder / "w.safetensors").write_bytes(b"")  # only the path is resolved here
+    save_file({"w": torch.zeros(1)}, str(folder / "w.safetensors"))  # only the path and the header are read here
     model = {**synthetic_recipe["model"], "checkpoint": "w.safetensors"}
     doc = {**synthetic_recipe, "model": model, "passes": [{"type": "distill", "teacher": model}]}
     recipe = load_recipe(write_recipe(folder / "r.yaml", doc))
     assert recipe.model.checkpoint == recipe.passes[0].teacher.checkpoint == str(folder / "w.safetensors")
+
+
+def test_committed_recipe_reference_is_up_to_date():
+    """docs/recipes.md is generated: after a schema change, run `compress passes --markdown > docs/recipes.md`."""
+    from compressor.reference import recipe_markdown
+    from tests.conftest import ROOT
+
+    assert (ROOT / "docs" / "recipes.md").read_text() == recipe_markdown()
+
+
+@pytest.mark.parametrize("width", [50, 200])
+def test_passes_wraps_every_description_and_choice_at_any_width(monkeypatch, width):
+    from typer.testing import CliRunner
+
+    from compressor.cli import app
+    from compressor.console import console
+    from compressor.passes import PASSES
+    from compressor.reference import key_tables, summary
+
+    monkeypatch.setattr(console, "width", width)
+    output = CliRunner().invoke(app, ["passes", "prune"]).output
+    assert " ".join(summary(PASSES.get("prune")).split()) in " ".join(output.split())
+    cells = [cell for table in key_tables("prune", PASSES.get("prune").Params) for row in table.rows for cell in row]
+    assert output.count("…") == sum(cell.count("…") for cell in cells)  # rich adds one where it cuts a cell short
+    assert "fpgm" in output.replace("│", "").replace(" ", "").replace("\n", "")
+
+
+@pytest.mark.parametrize("source, size", [("torchvision:resnet18", 224), ("zoo:resnet20", None)])
+def test_synthetic_data_defaults_to_the_models_native_size(synthetic_recipe, source, size):
+    doc = {**synthetic_recipe, "model": {"source": source}, "data": {"dataset": "synthetic"}}
+    assert parse_recipe(doc).data.image_size == size
+    doc["data"]["image_size"] = 40  # a size given is kept
+    assert parse_recipe(doc).data.image_size == 40
+
+
+def test_a_timm_model_takes_its_pretrained_input_size(synthetic_recipe):
+    """On synthetic data, and in `compress inspect` (which measures a built model at its native_input_shape)."""
+    pytest.importorskip("timm")
+    from compressor.models import build_model
+
+    doc = {**synthetic_recipe, "model": {"source": "timm:test_vit"}, "data": {"dataset": "synthetic"}}
+    assert parse_recipe(doc).data.image_size == 160
+    assert build_model("timm:test_vit").native_input_shape == (3, 160, 160)

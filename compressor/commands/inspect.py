@@ -1,12 +1,13 @@
 """`compress inspect MODEL_SPEC_OR_RUN`: what structured pruning can and cannot remove from a model."""
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from compressor.commands import TrustCode, friendly, trusted
+from compressor.commands import JsonOutput, TrustCode, friendly, trusted
 from compressor.console import console
 from compressor.errors import CompressorError
 
@@ -25,16 +26,18 @@ def _listed(names: list[str], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f" … (+{len(names) - limit})" if len(names) > limit else "")
 
 
-def print_onnx(path: Path) -> None:
+def print_onnx(path: Path) -> dict:
     from compressor.sparsity.nm import onnx_nm_report
 
+    rows = onnx_nm_report(path)
     table = Table(title=f"{path}: weights and their N:M sparsity", title_justify="left")
     for column in ("weight", "op", "shape", "N:M", "2:4 tensor cores", "zeros"):
         table.add_column(column, justify="left" if column in ("weight", "op") else "right")
-    for row in onnx_nm_report(path):
+    for row in rows:
         table.add_row(row["name"], row["op"], "×".join(map(str, row["shape"])), row["nm"] or "dense",
                       "yes" if row["sparse_2_4"] else "no", f"{row['zeros']:.1%}")
     console.print(table)
+    return {"onnx": str(path), "weights": rows}
 
 
 def print_inspection(report) -> None:
@@ -83,6 +86,7 @@ def register(app: typer.Typer) -> None:
         ignore: Annotated[Optional[list[str]], typer.Option("--ignore", help="module-name glob to keep, as "
                                                                              "prune's ignore")] = None,
         trust_code: TrustCode = False,
+        as_json: JsonOutput = False,
     ):
         """Params, MACs, the prunable channel groups and attention heads, and every layer that cannot
         be pruned with the reason (for an .onnx file: each weight's N:M sparsity)."""
@@ -91,9 +95,10 @@ def register(app: typer.Typer) -> None:
         from compressor.runs import load_target
 
         if target.endswith(".onnx"):
-            print_onnx(Path(target))
-            return
+            return print_onnx(Path(target))
         kwargs = parse_assignments(arg, "--arg", "name", "num_classes=10")
         model, shape, title, patterns = load_target(target, _shape(input_shape) if input_shape else None, kwargs,
                                                      trusted(trust_code))
-        print_inspection(inspect_model(model, shape, title, [*patterns, *(ignore or [])]))
+        report = inspect_model(model, shape, title, [*patterns, *(ignore or [])])
+        print_inspection(report)
+        return dataclasses.asdict(report)

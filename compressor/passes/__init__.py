@@ -17,10 +17,23 @@ class Pass:
 
     name = ""
     trains = False
+    snapshots_teacher = False  # keeps the model as it was before changing it: a later distill's teacher
     Params: Any = PassParams
 
     def __init__(self, params: PassParams):
         self.params = params
+
+    @classmethod
+    def order_problem(cls, params: PassParams, before: list[PassParams]) -> str | None:
+        """What is wrong with this pass coming after the passes `before` it in a recipe, or None.
+        Every run checks it before the first pass (and `compress validate` does); a pass that
+        meets the same mistake in its State while running says it in the same words."""
+        return None
+
+    @classmethod
+    def leaves_masks(cls, params: PassParams) -> bool:
+        """Whether the pass leaves N:M masks, which every later pass keeps."""
+        return False
 
     @classmethod
     def parse(cls, params: dict) -> PassParams:

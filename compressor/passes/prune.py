@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.measure import count_macs_params
-from compressor.passes import Pass, register_pass
+from compressor.passes import PASSES, Pass, register_pass
 from compressor.pruning.engine import Plan, prune_step, resolve_ratios
 from compressor.pruning.graph import match_modules, survey
 from compressor.pruning.importance import NEEDS_GRADIENTS, Criterion, accumulate_gradients
@@ -21,6 +21,8 @@ from compressor.schema import PassParams, Variant, tagged
 from compressor.training import TrainParams, fit
 
 GOALS = ("macs", "params", "speedup", "latency_ms")
+AFTER_MASKS = ("prune cannot follow semi_structured or sparse_train method nm (their N:M masks would lose their "
+               "shape); put them after prune")
 
 
 class MacsTarget(Variant):
@@ -157,12 +159,16 @@ class Prune(Pass):
     budget or a latency measured on a backend; optionally in steps with fine-tuning between."""
 
     Params = PruneParams
+    snapshots_teacher = True
+
+    @classmethod
+    def order_problem(cls, params, before) -> str | None:
+        return AFTER_MASKS if any(PASSES.get(p.type).leaves_masks(p) for p in before) else None
 
     def run(self, state, ctx) -> dict:
         p = self.params
         if state.masks:
-            raise CompressorError("prune cannot follow semi_structured (its masks would lose their shape); "
-                                  "put semi_structured after prune")
+            raise CompressorError(AFTER_MASKS)
         state.snapshot_teacher(ctx.previous)
         model = state.model.to(ctx.device).eval()
         example = state.example_input(device=ctx.device)

@@ -18,6 +18,11 @@ class SemiStructured(Pass):
     """N:M (2:4 by default) magnitude masks on Linear/Conv2d weights, kept by every later training pass."""
 
     Params = SemiStructuredParams
+    snapshots_teacher = True
+
+    @classmethod
+    def leaves_masks(cls, params) -> bool:
+        return True
 
     def run(self, state, ctx) -> dict:
         p = self.params

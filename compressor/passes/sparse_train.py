@@ -60,6 +60,10 @@ class SparseTrain(Pass):
     Params = SparseTrainParams
     trains = True
 
+    @classmethod
+    def leaves_masks(cls, params) -> bool:
+        return params.method == "nm"
+
     def run(self, state, ctx) -> dict:
         p = self.params
         metrics = {"method": p.method, "strength": p.strength, "schedule": p.schedule}
