@@ -8,7 +8,7 @@ import typing
 from typing import Annotated, Any, Callable, ClassVar, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, NonNegativeInt, StringConstraints, Tag,
-                      model_validator)
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from compressor.errors import did_you_mean, excerpt
@@ -56,11 +56,27 @@ class DataSpec(Strict):
     image_size: int | None = Field(None, gt=0, description="resize to this (default: native)")
     channels: int | None = Field(None, gt=0, description="repeat grey images to this many channels")
     num_classes: int | None = Field(None, gt=0, description="synthetic only")
-    train_samples: int | None = Field(None, gt=0, description="use only the first N training images")
-    eval_samples: int | None = Field(None, gt=0, description="use only the first N evaluation images")
+    val_split: int | float | None = Field(
+        None, description="training images held out as the validation split that choices are made on (int8 "
+                          "calibration, sensitivities): a count, or a fraction such as 0.1; 0: none. Default: 5000 for "
+                          "fashion-mnist (top-1 ±0.4 points at 90%, 1 sigma, while 55,000 images still train), "
+                          "none where the dataset has its own val split (yolo, imagefolder) or for synthetic")
+    train_samples: int | None = Field(None, gt=0, description="use only the first N training images (after the "
+                                                              "val_split hold-out)")
+    eval_samples: int | None = Field(None, gt=0, description="use only the first N evaluation images (test and "
+                                                             "val splits)")
     augment: bool = Field(True, description="random shift and flip while training (detection: Ultralytics' "
                                             "mosaic, affine, HSV and flip)")
     workers: int = Field(2, ge=0, description="loader processes (imagefolder, yolo)")
+
+    @field_validator("val_split", mode="before")
+    @classmethod
+    def count_or_fraction(cls, value):
+        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if value is not None and not whole and not (isinstance(value, float) and 0 <= value < 1):
+            raise ValueError("must be a count of training images (5000) or a fraction of them below 1 (0.1); "
+                             "0 for no validation split")
+        return value
 
 
 class Loose(BaseModel):

@@ -9,6 +9,7 @@ import torch
 
 from compressor.data import DATASETS, DataBundle
 from compressor.data.loader import Preprocess, TensorLoader
+from compressor.data.split import hold_out
 from compressor.errors import CompressorError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -18,6 +19,7 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 MEAN, STD = 0.2860, 0.3530
+DEFAULT_VAL = 5000  # held-out training images, where data.val_split is not given (its help says why)
 
 
 def _read_idx(base: Path) -> np.ndarray:
@@ -85,8 +87,12 @@ def fashion_mnist(spec, arg: str, seed: int) -> DataBundle:
     def limit(pair, n):
         return pair if n is None else (pair[0][:n], pair[1][:n])
 
-    train = TensorLoader(*limit(split["train"], spec.train_samples), spec.batch_size, pre,
+    images, labels = split["train"]
+    keep, held = hold_out(len(labels), DEFAULT_VAL if spec.val_split is None else spec.val_split, seed, labels)
+    train = TensorLoader(*limit((images[keep], labels[keep]), spec.train_samples), spec.batch_size, pre,
                          shuffle=True, augment=spec.augment, seed=seed)
     evaluation = TensorLoader(*limit(split["test"], spec.eval_samples), spec.eval_batch_size, pre)
+    val = TensorLoader(*limit((images[held], labels[held]), spec.eval_samples), spec.eval_batch_size, pre) \
+        if len(held) else None
     return DataBundle(train, evaluation, (channels, size, size), 10,
-                      {"mean": list(pre.mean), "std": list(pre.std), "scale": "1/255", "layout": "NCHW"})
+                      {"mean": list(pre.mean), "std": list(pre.std), "scale": "1/255", "layout": "NCHW"}, val=val)

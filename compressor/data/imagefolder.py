@@ -1,4 +1,5 @@
-"""`imagefolder:PATH` — class-per-folder images under PATH/train and PATH/val.
+"""`imagefolder:PATH` — class-per-folder images under PATH/train and PATH/val. val/ is also the
+validation split, unless data.val_split holds one out of train/.
 
 Every data mistake is a CompressorError naming the folder or file: a split without class
 folders, a class folder without images, val/ classes that differ from train/'s (their indices
@@ -9,12 +10,14 @@ more before the first step (PIL's cheap verify() does not even notice a truncate
 """
 
 import os
+from copy import copy
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from compressor.data import DATASETS, DataBundle
+from compressor.data.split import hold_out
 from compressor.errors import CompressorError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -134,10 +137,19 @@ def imagefolder(spec, arg: str, seed: int) -> DataBundle:
     train = read_split(datasets, root / "train", train_tf)
     val = read_split(datasets, root / "val", eval_tf)
     same_classes(root, train, val)
+    classes = len(train.classes)
+    reported = FolderLoader(val, spec.eval_batch_size, False, spec.workers, seed)
+    held_out = reported  # by default val/ is the validation split
+    if spec.val_split:
+        keep, held = hold_out(len(train), spec.val_split, seed, torch.tensor(train.targets))
+        unaugmented = copy(train)  # the same files, read as val/ is
+        unaugmented.transform = eval_tf
+        held_out = FolderLoader(Subset(unaugmented, held.tolist()), spec.eval_batch_size, False, spec.workers, seed)
+        train = Subset(train, keep.tolist())
     return DataBundle(
-        FolderLoader(train, spec.batch_size, True, spec.workers, seed),
-        FolderLoader(val, spec.eval_batch_size, False, spec.workers, seed),
-        (3, size, size), len(train.classes),
+        FolderLoader(train, spec.batch_size, True, spec.workers, seed), reported,
+        (3, size, size), classes,
         {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255", "layout": "NCHW",
          "resize": int(size * 256 / 224), "crop": size},
+        val=held_out,
     )

@@ -39,7 +39,9 @@ import yaml
 from torch.utils.data import DataLoader
 
 from compressor.data import DATASETS, DataBundle
+from compressor.data.split import hold_out
 from compressor.errors import CompressorError, bounded, excerpt
+from compressor.process import usable_cpus
 
 STRIDE = 32  # the coarsest YOLO feature map: input sides must be multiples of it
 DEFAULT_SIZE = 640
@@ -457,14 +459,6 @@ def image_size(spec, default: int = DEFAULT_SIZE) -> int:
     return size
 
 
-def usable_cpus() -> int:
-    """More loader processes than CPUs only adds switching (Ultralytics caps its workers the same way)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def load_yolo(spec, yaml_path: Path, seed: int, default_size: int = DEFAULT_SIZE) -> DataBundle:
     """A DataBundle over the dataset that `yaml_path` describes (also used by `fmnist-detect`)."""
     from compressor.ultra import require
@@ -475,18 +469,27 @@ def load_yolo(spec, yaml_path: Path, seed: int, default_size: int = DEFAULT_SIZE
     names = class_names(doc, yaml_path)
     root = dataset_root(doc, yaml_path)
     hyp = hyperparameters()
-    splits = {}
-    for split, limit in (("train", spec.train_samples), ("val", spec.eval_samples)):
-        files = list_images(doc[split], root, split, yaml_path)[:limit]
+    training = list_images(doc["train"], root, "train", yaml_path)
+    splits = {"val": list_images(doc["val"], root, "val", yaml_path)[:spec.eval_samples]}
+    if spec.val_split:  # by default none: the data.yaml's val split is the validation split
+        keep, held = hold_out(len(training), spec.val_split, seed)
+        splits["held-out train"] = [training[i] for i in held][:spec.eval_samples]
+        training = [training[i] for i in keep]
+    splits = {"train": training[:spec.train_samples], **splits}
+    for split, files in splits.items():
         check_split(files, len(names), split)
-        splits[split] = files
+    workers = min(spec.workers, usable_cpus())  # more loader processes than CPUs only adds switching
+
+    def evaluation(split: str) -> YoloLoader:
+        dataset = build_dataset(splits[split], names, size, False, spec.eval_batch_size, split, hyp)
+        return YoloLoader(dataset, spec.eval_batch_size, False, workers, seed, hyp)
+
     train = build_dataset(splits["train"], names, size, spec.augment, spec.batch_size, "train", hyp)
-    val = build_dataset(splits["val"], names, size, False, spec.eval_batch_size, "val", hyp)
-    workers = min(spec.workers, usable_cpus())
+    reported = evaluation("val")
     return DataBundle(
-        YoloLoader(train, spec.batch_size, True, workers, seed, hyp),
-        YoloLoader(val, spec.eval_batch_size, False, workers, seed, hyp),
+        YoloLoader(train, spec.batch_size, True, workers, seed, hyp), reported,
         (3, size, size), len(names), preprocessing(size), task="detect", names=names,
+        val=evaluation("held-out train") if spec.val_split else reported,
     )
 
 
