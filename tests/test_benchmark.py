@@ -87,7 +87,21 @@ def test_bench_command_times_an_onnx_file_against_a_baseline(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["latency"]
     assert [(r["batch_size"], r["stage"]) for r in rows] == [(1, "small.onnx"), (8, "small.onnx")]
-    assert "speedup" in result.output
+    assert "speedup" in result.output and "p50 ratio" in result.output
+
+    # Alone, a model has nothing to be faster than: trtexec's summary of it instead.
+    alone = runner.invoke(app, ["bench", str(tmp_path / "small.onnx"), "--batch", "1", "--duration", "0.2",
+                                "--threads", "1", "--json", str(out)])
+    assert alone.exit_code == 0, alone.output
+    assert "latency of small.onnx, input batch×1×16×16" in alone.output and "speedup" not in alone.output
+    assert "onnxruntime on " in alone.output and "CPU threads: 1" in alone.output
+    (row,) = json.loads(out.read_text())["latency"]
+    line = next(line for line in alone.output.splitlines() if line.startswith("│ onnxruntime"))
+    cells = [cell.strip() for cell in line.strip("│ ").split("│")]  # backend, batch, img/s, min … p99, runs
+    assert cells[:3] == ["onnxruntime", "1", f"{row['compressed']['throughput']:.0f}"]
+    assert [float(c) for c in cells[3:8]] == pytest.approx(
+        [row["compressed"][k] for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms")], abs=1e-3)
+    assert int(cells[8]) == row["compressed"]["iters"]
 
     torch_on_onnx = runner.invoke(app, ["bench", str(tmp_path / "small.onnx"), "--backend", "torch"])
     assert torch_on_onnx.exit_code == 2 and "torch backend times PyTorch models" in torch_on_onnx.output
@@ -101,21 +115,44 @@ def test_bench_command_times_an_onnx_file_against_a_baseline(tmp_path):
         assert f"nothing could be timed here: tensorrt: {rt.unavailable_reason()}" in engine_only.output
 
 
-def test_bench_command_times_every_stage_of_a_run(tmp_path):
-    recipe = {"name": "tiny", "model": {"source": "zoo:resnet20", "num_classes": 10,
-                                        "kwargs": {"in_channels": 1, "width": 8}},
-              "data": {"dataset": "synthetic", "channels": 1, "image_size": 16, "train_samples": 32,
-                       "eval_samples": 32, "batch_size": 16},
-              "passes": [{"type": "evaluate"}, {"type": "prune", "ratio": 0.5}, {"type": "evaluate"}]}
+TINY_RUN = {"name": "tiny", "model": {"source": "zoo:resnet20", "num_classes": 10,
+                                      "kwargs": {"in_channels": 1, "width": 8}},
+            "data": {"dataset": "synthetic", "channels": 1, "image_size": 16, "train_samples": 32,
+                     "eval_samples": 32, "batch_size": 16}}
+
+
+def test_bench_command_times_every_stage_of_a_run_as_the_run_did(tmp_path):
+    timing = {"type": "benchmark", "backends": ["torch"], "batch_sizes": [2], "warmup": 1, "duration_s": 0.2,
+              "threads": 1}
+    recipe = {**TINY_RUN, "passes": [{"type": "evaluate"}, {"type": "prune", "ratio": 0.5}, {"type": "evaluate"},
+                                     timing]}
     Pipeline(parse_recipe(recipe), tmp_path / "run").run()  # leaves recipe.yaml in the run folder
+    torch.set_num_threads(2)  # as a fresh process has it: more threads than the run timed with
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["bench", str(tmp_path / "run"), "--backend", "torch", "--batch", "2", "--iters", "5",
-                                 "--threads", "1", "--json", str(out)])
+    result = runner.invoke(app, ["bench", str(tmp_path / "run"), "--json", str(out)])
     assert result.exit_code == 0, result.output
+    assert "timing on torch at batch 2: 1 warm-up run, 0.2 s of runs, 1 CPU thread," in result.output
+    assert f"the benchmark pass of {tmp_path / 'run' / 'recipe.yaml'}" in result.output
     doc = json.loads(out.read_text())
-    assert [s["name"] for s in doc["stages"]] == ["unmodified", "01-prune"]
-    assert doc["stages"][1]["passes"] == ["01-prune", "02-evaluate"] and doc["stages"][1]["macs"] < doc["stages"][0]["macs"]
-    assert [r["stage"] for r in doc["latency"]] == ["01-prune"] and doc["latency"][0]["baseline_ms"] > 0
+    assert [s["name"] for s in doc["stages"]] == ["unmodified", "01-prune"] and doc["threads"] == 1
+    assert doc["stages"][1]["passes"] == ["01-prune", "02-evaluate", "03-benchmark"]
+    assert doc["stages"][1]["macs"] < doc["stages"][0]["macs"]
+    assert [(r["stage"], r["batch_size"], r["threads"]) for r in doc["latency"]] == [("01-prune", 2, 1)]
+    assert doc["latency"][0]["baseline_ms"] > 0
+
+    given = runner.invoke(app, ["bench", str(tmp_path / "run"), "--threads", "2", "--batch", "1", "--json", str(out)])
+    assert given.exit_code == 0, given.output
+    assert "at batch 1:" in given.output and "2 CPU threads" in given.output
+    assert "except --batch, --threads given here" in given.output and json.loads(out.read_text())["threads"] == 2
+
+
+def test_bench_command_summarises_a_run_that_kept_its_one_model(tmp_path):
+    Pipeline(parse_recipe({**TINY_RUN, "passes": [{"type": "evaluate"}]}), tmp_path / "run").run()
+    result = runner.invoke(app, ["bench", str(tmp_path / "run"), "--backend", "torch", "--batch", "1", "--duration",
+                                 "0.2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "defaults (the run has no benchmark pass)" in result.output
+    assert "latency of unmodified" in result.output and "median ms" in result.output and "speedup" not in result.output
 
 
 @pytest.mark.slow  # ~20 s: the acceptance check that a speedup ratio repeats within ±10%

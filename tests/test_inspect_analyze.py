@@ -1,9 +1,13 @@
 """`compress inspect` (model source, recipe, run folder, ONNX file) and `compress analyze`."""
 
+import json
+
+import torch.nn as nn
 import yaml
 from typer.testing import CliRunner
 
 from compressor.cli import app
+from compressor.models import build_model
 from compressor.passes.prune import PruneParams
 from compressor.pipeline import Pipeline
 from compressor.recipe import parse_recipe
@@ -70,16 +74,23 @@ def test_analyze_writes_table_plot_and_ratios_a_prune_pass_accepts(tmp_path):
         "name": "sens", "device": "cpu",
         "model": {"source": "zoo:resnet20", "num_classes": 10, "kwargs": {"in_channels": 1, "width": 16},
                   "checkpoint": str(TEACHER)},
-        "data": {"dataset": "fashion-mnist", "eval_samples": 300},
-        "passes": [{"type": "prune", "ignore": ["layer1.*", "layer3.*"]}]})
+        "data": {"dataset": "fashion-mnist"},
+        "passes": [{"type": "prune", "ignore": ["layer1.*", "layer3.*"], "round_to": 8}]})
     out = tmp_path / "sens"
-    result = invoke("analyze", str(path), "--ratios", "0.5", "--max-drop", "2", "--out", str(out))
+    result = invoke("analyze", str(path), "--ratios", "0.5,0.6", "--max-drop", "2", "--samples", "300",
+                    "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"sensitivity.json", "sensitivity.md", "sensitivity.png", "ratios.yaml"}
-    report = yaml.safe_load((out / "sensitivity.json").read_text())
+    report = json.loads((out / "sensitivity.json").read_text())
+    assert json.loads(result.stdout) == report  # --json: stdout is the results alone
+    assert report["samples"] == 300 and report["complete"] and report["split"] == "validation"
+    assert "on the first 300 validation images" in result.stderr  # chosen on held-out training images, not test
     units = {row["unit"] for row in report["rows"]}
     assert units == {"layer2.0.conv1", "layer2.0.conv2", "layer2.1.conv1", "layer2.2.conv1"}
     assert all(0 < row["macs_saved"] < 0.5 for row in report["rows"])
+    # round_to 8 keeps 16 of the 32 channels at 0.6 as at 0.5: the same model, marked and not evaluated again.
+    again = [row for row in report["rows"] if row["ratio"] == 0.6]
+    assert again and all(row["same_as"] == 0.5 for row in again) and "0.6 → as 0.5" in result.stderr
     suggestion = yaml.safe_load((out / "ratios.yaml").read_text())
     PruneParams(type="prune", **suggestion)  # pastes into a prune pass as it is
     assert set(suggestion.get("ratios", {})) | set(suggestion.get("ignore", [])) == units
@@ -90,3 +101,35 @@ def test_analyze_writes_table_plot_and_ratios_a_prune_pass_accepts(tmp_path):
 def test_analyze_checks_its_options(tmp_path):
     path = write_recipe(tmp_path / "r.yaml", {"name": "x", "model": RESNET20, "data": {"dataset": "synthetic"}})
     assert "--ratios '0,1.5' must be fractions" in invoke("analyze", str(path), "--ratios", "0,1.5").output
+
+
+EVALUATION_BATCHES = []  # whole evaluation batches run, by any copy of the model (pruning copies it)
+
+
+class InterruptedAt(nn.Module):
+    """A small classifier whose user presses Ctrl-C during its `batch`-th evaluation batch."""
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.net = build_model("zoo:resnet20", {"in_channels": 1, "width": 8, "num_classes": 10})
+        self.batch = batch
+
+    def forward(self, x):
+        if len(x) > 1:  # tracing and counting MACs run one example; evaluation the whole batch
+            EVALUATION_BATCHES.append(len(x))
+            if len(EVALUATION_BATCHES) == self.batch:
+                raise KeyboardInterrupt
+        return self.net(x)
+
+
+def test_an_interrupted_analyze_keeps_the_units_it_finished(tmp_path):
+    EVALUATION_BATCHES.clear()
+    # Evaluations: the unpruned model, the first unit, then Ctrl-C in the second unit's.
+    path = write_recipe(tmp_path / "r.yaml", {
+        "name": "x", "device": "cpu", "model": {"source": f"python:{__name__}:InterruptedAt", "kwargs": {"batch": 3}},
+        "data": {"dataset": "synthetic", "channels": 1, "image_size": 16, "eval_samples": 8}})
+    result = invoke("analyze", str(path), "--ratios", "0.5", "--out", str(tmp_path / "sens"))
+    assert result.exit_code == 130, result.output
+    partial = json.loads((tmp_path / "sens" / "sensitivity.json").read_text())
+    assert not partial["complete"] and partial["samples"] == 8 and "suggestion" not in partial
+    assert [(row["unit"], row["ratio"]) for row in partial["rows"]] == [("net.conv1", 0.5)]

@@ -1,15 +1,21 @@
 """The report of a real run: report.json, report.md and report.png, and `compress report`."""
 
 import json
+import re
+import shlex
+import sys
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from compressor.cli import app
+from compressor.recipe import parse_recipe
 from compressor.report import render
+from compressor.report.plot import figure
+from compressor.report.provenance import caveat, tool_version, trained_weights
 from compressor.runtime import tensorrt as rt
-from tests.conftest import write_recipe
+from tests.conftest import TEACHER, write_recipe
 
 runner = CliRunner()
 
@@ -34,8 +40,12 @@ def run(tmp_path_factory):
             {"type": "benchmark", "backends": ["torch"], "batch_sizes": [1, 4], "warmup": 1, "iters": 6, "threads": 1},
         ],
     })
-    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp / "run")])
+    command = ["run", str(recipe), "--out", str(tmp / "run")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["/venv/bin/compress", *command])  # as typed: report.md quotes it
+        result = runner.invoke(app, command)
     assert result.exit_code == 0, result.output
+    (tmp / "run.log").write_text(result.output)
     return tmp / "run"
 
 
@@ -87,3 +97,67 @@ def test_a_run_without_benchmark_reports_its_passes_only(run, tmp_path):
     render(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "## Passes" in md and "## Latency" not in md and not (tmp_path / "report.png").exists()
+
+
+def test_report_md_says_when_by_what_and_that_synthetic_accuracy_means_nothing(run):
+    md = (run / "report.md").read_text()
+    command = shlex.join(["compress", "run", str(run.parent / "r.yaml"), "--out", str(run)])
+    assert re.search(rf"Made \d{{4}}-\d\d-\d\d \d\d:\d\d UTC by compress {re.escape(tool_version())}: "
+                     rf"`{re.escape(command)}`", md), md[:600]
+    assert "input 1×16×16, 1 CPU thread for training and evaluation" in md
+    assert "> **Accuracy numbers here are meaningless**: the data is synthetic" in md
+    assert "| top-1 (meaningless) |" in md and "- top-1 (meaningless) " in md
+    assert "accuracy numbers here are meaningless: the data is synthetic" in (run.parent / "run.log").read_text()
+
+
+def test_only_trained_weights_on_real_data_give_accuracy_that_means_something():
+    def recipe(model: dict, passes=()) -> object:
+        return parse_recipe({"name": "x", "model": {"source": "zoo:resnet20", **model}, "passes": list(passes)})
+
+    assert trained_weights(recipe({"checkpoint": str(TEACHER)}))
+    assert trained_weights(recipe({"source": "torchvision:resnet18", "kwargs": {"weights": "DEFAULT"}}))
+    assert trained_weights(recipe({}, [{"type": "train", "epochs": 1}]))
+    assert not trained_weights(recipe({"kwargs": {"width": 8}}, [{"type": "distill"}]))
+    assert caveat({"dataset": "fashion-mnist", "trained_weights": True}) is None
+    assert "no trained weights" in caveat({"dataset": "fashion-mnist", "trained_weights": False})
+
+
+def test_the_split_a_metric_was_measured_on_shows_beside_it(run, tmp_path):
+    doc = json.loads((run / "report.json").read_text())
+    for record in doc["passes"]:
+        if "top1" in record["metrics"]:
+            record["metrics"]["split"] = "val"
+    (tmp_path / "report.json").write_text(json.dumps(doc))
+    render(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    passes, stages = md.split("## Passes")[1].split("## Stages")
+    assert passes.count("% (val) |") == 2 and stages.split("## Latency")[0].count("% (val) |") == 2
+    assert "points, on val)" in md
+
+
+def test_png_title_fits_and_each_bar_label_reads_its_own_bar(run):
+    doc = json.loads((run / "report.json").read_text())
+    bench = doc["passes"][-1]["metrics"]
+    fig = figure("a recipe name long enough to run off the edge of any figure " * 3, bench, caveat(doc))
+    fig.draw_without_rendering()
+    title, frame = fig._suptitle.get_window_extent(), fig.bbox
+    assert frame.x0 <= title.x0 and title.x1 <= frame.x1 and title.y1 <= frame.y1
+    bar_axes = [ax for ax in fig.axes if ax.containers]
+    assert len(bar_axes) == 2  # torch at batch 1 and 4
+    for ax in bar_axes:
+        heights = [bar.get_height() for bar in ax.containers[0]]
+        labels = [text.get_text().split("\n") for text in ax.texts]
+        assert [label[0] for label in labels] == [f"{h:.3g} ms" for h in heights]
+        assert [label[1] for label in labels[1:]] == [f"{heights[0] / h:.2f}× as fast" for h in heights[1:]]
+    assert "meaningless" in fig.axes[0].get_title() and "(meaningless)" in fig.axes[0].get_ylabel()
+
+
+def test_latency_table_in_a_file_keeps_long_backend_and_stage_names_whole(run, tmp_path):
+    text = (run / "report.json").read_text().replace('"torch"', '"onnxruntime-tensorrt"')
+    (tmp_path / "report.json").write_text(text.replace('"01-prune"', '"02-semi_structured"'))
+    result = runner.invoke(app, ["report", str(tmp_path)])  # not a terminal: the console is 120 columns
+    assert result.exit_code == 0, result.output
+    latency = result.output[result.output.index("latency"):]
+    rows = [line for line in latency.splitlines() if line.startswith("│")]
+    assert len(rows) == 4 and all("onnxruntime-tensorrt" in row for row in rows)
+    assert sum("02-semi_structured" in row for row in rows) == 2 and "…" not in result.output

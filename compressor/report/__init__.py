@@ -11,6 +11,7 @@ from compressor.console import console
 from compressor.errors import CompressorError
 from compressor.files import atomic_write
 from compressor.report.plot import write_png
+from compressor.report.provenance import caveat, provenance, trained_weights
 from compressor.report.tables import (TableData, benchmark_metrics, headline, latency_search_tables, latency_table,
                                       passes_table, stages_table)
 from compressor.schema import Loose, Record
@@ -18,10 +19,11 @@ from compressor.schema import Loose, Record
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 
 
-def tables(records: list[dict]) -> list[TableData]:
+def tables(records: list[dict], warning: str | None = None) -> list[TableData]:
+    """`warning`: why the accuracy means nothing (provenance.caveat), which marks its columns."""
     bench = benchmark_metrics(records)
-    timed = [stages_table(bench), latency_table(bench)] if bench and bench["latency"] else []
-    return [passes_table(records), *timed, *latency_search_tables(records)]
+    timed = [stages_table(bench, records, warning), latency_table(bench)] if bench and bench["latency"] else []
+    return [passes_table(records, warning), *timed, *latency_search_tables(records)]
 
 
 def print_table(data: TableData) -> None:
@@ -32,29 +34,62 @@ def print_table(data: TableData) -> None:
         table.add_column(column, justify="right" if column in data.right else "left", no_wrap=column in data.right)
     for row in data.rows:
         table.add_row(*(row[i] for i in shown))
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    # A file has no width: a table wider than the columns assumed for one is written whole, not cut short.
+    assumed = console.width
+    console.width = max(assumed, console.measure(table, options=console.options.update_width(10_000)).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = assumed
 
 
 def print_summary(records: list[dict], run_dir: Path) -> None:
-    for data in tables(records):
+    """The tables and headline of the run; what report.json says of the run (if written) flags
+    accuracy that means nothing."""
+    try:
+        warning = caveat(json.loads((run_dir / REPORT_JSON).read_text()))
+    except (OSError, ValueError, AttributeError):  # no report.json, or not one of ours: nothing to flag by
+        warning = None
+    for data in tables(records, warning):
         print_table(data)
-    for line in headline(records):
-        console.print(f"  {line}")
+    if warning:
+        console.print(f"  [bold yellow]accuracy numbers here are meaningless[/bold yellow]: {warning}")
+    for line in headline(records, warning):
+        console.print(f"  {line}", soft_wrap=True)  # a line of a log file stays one line
     console.print(f"  report: {run_dir / REPORT_MD}")
+
+
+def _header(doc: dict) -> list[str]:
+    """Which model, data and settings; when, by what version and command."""
+    lines = []
+    if doc.get("model"):
+        shape = f", input {'×'.join(map(str, doc['input_shape']))}" if doc.get("input_shape") else ""
+        threads = (f", {doc['threads']} CPU thread{'s' * (doc['threads'] > 1)} for training and evaluation"
+                   if doc.get("threads") else "")
+        lines.append(f"Model `{doc['model']}` on `{doc['dataset']}`{shape}{threads}.")
+    if doc.get("created"):
+        lines.append(f"Made {doc['created']} by compress {doc.get('version', '?')}"
+                     + (f": `{doc['command']}`" if doc.get("command") else "") + ".")
+    return lines
 
 
 def _markdown(doc: dict) -> str:
     records = doc["passes"]
+    warning = caveat(doc)
     lines = [f"# {doc['recipe']}", ""]
-    if doc.get("model"):
-        shape = f", input {'×'.join(map(str, doc['input_shape']))}" if doc.get("input_shape") else ""
-        threads = f", {doc['threads']} CPU threads for training and evaluation" if doc.get("threads") else ""
-        lines += [f"Model `{doc['model']}` on `{doc['dataset']}`{shape}{threads}.", ""]
-    lines += [f"- {line}" for line in headline(records)] + [""]
+    if warning:
+        lines += [f"> **Accuracy numbers here are meaningless**: {warning}. They show that the passes ran, "
+                  "not how well the model does.", ""]
+    header = _header(doc)
+    lines += [*header, ""] if header else []
+    lines += [f"- {line}" for line in headline(records, warning)] + [""]
     bench = benchmark_metrics(records)
     if bench and bench["latency"]:
         lines += [f"![accuracy vs latency and latency per stage]({REPORT_PNG})", ""]
-    for data in tables(records):
+    for data in tables(records, warning):
         lines += [f"## {data.title.capitalize()}", "", *([data.note, ""] if data.note else []),
                   "| " + " | ".join(data.columns) + " |",
                   "|" + "|".join("---:" if c in data.right else "---" for c in data.columns) + "|"]
@@ -66,13 +101,14 @@ def _write_views(run_dir: Path, doc: dict) -> None:
     atomic_write(run_dir / REPORT_MD, _markdown(doc))
     bench = benchmark_metrics(doc["passes"])
     if bench and bench["latency"]:
-        write_png(run_dir / REPORT_PNG, doc["recipe"], bench)
+        write_png(run_dir / REPORT_PNG, doc["recipe"], bench, caveat(doc))
 
 
 def write_report(run_dir: Path, recipe, records: list[dict], run: dict | None = None) -> None:
-    """`run`: how the run was made (threads, input_shape), shown in report.md's header."""
-    doc = {"recipe": recipe.name, "model": recipe.model.source, "dataset": recipe.data.dataset, **(run or {}),
-           "passes": records}
+    """`run`: how the run was made (threads, input_shape), shown in report.md's header with when,
+    by which version and command this process made it."""
+    doc = {"recipe": recipe.name, "model": recipe.model.source, "dataset": recipe.data.dataset,
+           "trained_weights": trained_weights(recipe), **provenance(), **(run or {}), "passes": records}
     atomic_write(run_dir / REPORT_JSON, json.dumps(doc, indent=1))
     _write_views(run_dir, doc)
 
@@ -107,4 +143,8 @@ class ReportDoc(Loose):
     dataset: str | None = None
     threads: int | None = Field(None, gt=0)
     input_shape: list[int] | None = None
+    trained_weights: bool | None = None
+    created: str | None = None
+    version: str | None = None
+    command: str | None = None
     passes: list[Record] = Field(min_length=1)

@@ -1,10 +1,11 @@
 """report.png: accuracy against latency across the stages, and latency bars per batch size."""
 
 import io
+import textwrap
 from pathlib import Path
 
 from compressor.files import atomic_write
-from compressor.report.tables import latency_points, quality_keys
+from compressor.report.tables import latency_points, quality_keys, quality_label
 from compressor.tasks import QUALITY
 from compressor.runtime.latency import unsteady
 
@@ -15,7 +16,7 @@ def _wide(values) -> bool:
     return bool(values) and max(values) > 10 * min(values)
 
 
-def _accuracy_vs_latency(ax, bench: dict, batch: int) -> None:
+def _accuracy_vs_latency(ax, bench: dict, batch: int, caveat: str | None) -> None:
     key = quality_keys(bench["stages"])[-1]
     quality = {s["name"]: s.get(key) for s in bench["stages"]}
     backends = list(dict.fromkeys(r["backend"] for r in bench["latency"]))
@@ -42,15 +43,21 @@ def _accuracy_vs_latency(ax, bench: dict, batch: int) -> None:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_xlabel(f"p50 latency at batch {batch} (ms)")
-    ax.set_ylabel(f"{QUALITY[key]} (%)")
-    ax.set_title("accuracy vs latency across stages (up-left is better)", fontsize=10)
+    ax.set_ylabel(f"{quality_label(key, caveat)} (%)")
+    title = "accuracy vs latency across stages (up-left is better)"
+    if caveat:
+        title += "\n" + textwrap.fill(f"accuracy meaningless: {caveat}", 70)
+    ax.set_title(title, fontsize=10, color="firebrick" if caveat else "black")
     ax.grid(alpha=0.3, which="both")
 
 
 def _bar_label(point: dict) -> str:
+    """The bar's own height and the reference's height over it: what a reader checks against the
+    bars. The table's speedup, a median over paired rounds, can differ from that ratio of medians,
+    and on a bar it looked wrong."""
     if point["speedup_iqr"] is None:  # the reference
         return f"{point['p50_ms']:.3g} ms"
-    return f"{point['p50_ms']:.3g} ms\n{point['speedup']:.2f}×" + ("\nunsteady" if unsteady(point) else "")
+    return f"{point['p50_ms']:.3g} ms\n{point['p50_ratio']:.2f}× as fast" + ("\nunsteady" if unsteady(point) else "")
 
 
 def _latency_bars(ax, bench: dict, backend: str, batch: int) -> None:
@@ -67,20 +74,28 @@ def _latency_bars(ax, bench: dict, backend: str, batch: int) -> None:
     ax.margins(y=0.3)
 
 
-def write_png(path: Path, title: str, bench: dict) -> None:
+def figure(title: str, bench: dict, caveat: str | None = None):
+    """`caveat`: why the accuracy means nothing (provenance.caveat), said on its plot."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     backends = list(dict.fromkeys(r["backend"] for r in bench["latency"]))
     batches = sorted({r["batch_size"] for r in bench["latency"]})
-    fig = Figure(figsize=(6 + 3 * len(batches), 1 + 2.8 * max(2, len(backends))), layout="constrained")
+    width = 6 + 3 * len(batches)
+    fig = Figure(figsize=(width, 1 + 2.8 * max(2, len(backends))), layout="constrained")
     grid = fig.add_gridspec(len(backends), 1 + len(batches), width_ratios=[2] + [1] * len(batches))
-    _accuracy_vs_latency(fig.add_subplot(grid[:, 0]), bench, batches[0])
+    _accuracy_vs_latency(fig.add_subplot(grid[:, 0]), bench, batches[0], caveat)
     for i, backend in enumerate(backends):
         for j, batch in enumerate(batches):
             _latency_bars(fig.add_subplot(grid[i, j + 1]), bench, backend, batch)
     devices = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
-    fig.suptitle(f"{title} — {devices}; CPU threads: {bench['threads']}; stages timed interleaved "
-                 "(bar labels: p50 and speedup over unmodified)", fontsize=10)
+    heading = (f"{title} — {devices}; CPU threads: {bench['threads']}; stages timed interleaved (bar labels: p50, "
+               f"and {bench['stages'][0]['name']}'s p50 ÷ that p50)")
+    # About 13 characters an inch at 10 points: wrapped to the figure's width, the title is never cut off.
+    fig.suptitle(textwrap.fill(heading, int(13 * width)), fontsize=10)
+    return fig
+
+
+def write_png(path: Path, title: str, bench: dict, caveat: str | None = None) -> None:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    figure(title, bench, caveat).savefig(buffer, format="png", dpi=110)
     atomic_write(path, buffer.getvalue())

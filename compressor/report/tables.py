@@ -33,8 +33,16 @@ def notes(records: list[dict]) -> list[str]:
     return out
 
 
-def _percent(value) -> str:
-    return f"{value:.2f}%" if value is not None else ""
+def _percent(value, split: str | None = None) -> str:
+    """A quality number, with the split it was measured on where the pass says ('94.60% (val)')."""
+    if value is None:
+        return ""
+    return f"{value:.2f}%" + (f" ({split})" if split else "")
+
+
+def quality_label(key: str, caveat: str | None) -> str:
+    """A quality column's name, marked where the report's accuracy means nothing (see caveat)."""
+    return QUALITY[key] + (" (meaningless)" if caveat else "")
 
 
 def quality_keys(rows: list[dict]) -> list[str]:
@@ -43,23 +51,29 @@ def quality_keys(rows: list[dict]) -> list[str]:
     return found or ["top1"]
 
 
-def passes_table(records: list[dict]) -> TableData:
+def passes_table(records: list[dict], caveat: str | None = None) -> TableData:
     keys = quality_keys([r["metrics"] for r in records])
-    labels = [QUALITY[k] for k in keys]
+    labels = [quality_label(k, caveat) for k in keys]
     rows = [[str(r["index"]) if r["index"] >= 0 else "", r["type"], human(r["params"]), human(r["macs"]),
-             *(_percent(r["metrics"].get(k)) for k in keys), f"{r['seconds']:.1f}s" if r["index"] >= 0 else ""]
-            for r in records]
+             *(_percent(r["metrics"].get(k), r["metrics"].get("split")) for k in keys),
+             f"{r['seconds']:.1f}s" if r["index"] >= 0 else ""] for r in records]
     return TableData("passes", ["#", "pass", "params", "MACs", *labels, "time"], rows,
                      {"#", "params", "MACs", *labels, "time"})
 
 
-def stages_table(bench: dict) -> TableData:
+def _stage_split(records: list[dict], stage: dict, key: str, first: bool) -> str | None:
+    """The split of the record a stage's quality was quoted from (benchmark.Stage.summary's choice)."""
+    measured = [r["metrics"] for r in records if r["dir"] in stage["passes"] and key in r["metrics"]]
+    return (measured[0] if first else measured[-1]).get("split") if measured else None
+
+
+def stages_table(bench: dict, records: list[dict], caveat: str | None = None) -> TableData:
     base = bench["stages"][0]
     keys = quality_keys(bench["stages"])
-    labels = [QUALITY[k] for k in keys]
+    labels = [quality_label(k, caveat) for k in keys]
     rows = [[s["name"], ", ".join(s["passes"]) or "—", human(s["params"]),
              f"{human(s['macs'])} ({base['macs'] / s['macs']:.2f}× fewer)" if s is not base else human(s["macs"]),
-             *(_percent(s.get(k)) for k in keys)] for s in bench["stages"]]
+             *(_percent(s.get(k), _stage_split(records, s, k, s is base)) for k in keys)] for s in bench["stages"]]
     return TableData("stages", ["stage", "passes", "params", "MACs", *labels], rows, {"params", "MACs", *labels},
                      f"Consecutive passes that keep the architecture form one stage; its {' and '.join(labels)} "
                      f"{'are the last ones' if len(labels) > 1 else 'is the last one'} measured in it (the first, "
@@ -75,10 +89,11 @@ def latency_points(bench: dict) -> list[dict]:
         group = {"backend": r["backend"], "device": r["device"], "batch_size": r["batch_size"]}
         if (r["backend"], r["batch_size"]) not in seen:
             seen.add((r["backend"], r["batch_size"]))
-            points.append({**group, "stage": reference, **r["baseline"], "speedup": 1.0, "speedup_iqr": None})
+            points.append({**group, "stage": reference, **r["baseline"], "speedup": 1.0, "speedup_iqr": None,
+                           "p50_ratio": 1.0})
         if r["stage"] != reference:
             points.append({**group, "stage": r["stage"], **r["compressed"], "speedup": r["speedup"],
-                           "speedup_iqr": r["speedup_iqr"]})
+                           "speedup_iqr": r["speedup_iqr"], "p50_ratio": r["baseline_ms"] / r["compressed_ms"]})
     return points
 
 
@@ -98,7 +113,8 @@ def latency_table(bench: dict) -> TableData:
         known = p["speedup_iqr"] is not None and reference["macs"] and macs[p["stage"]]
         fraction = f"{p['speedup'] / (reference['macs'] / macs[p['stage']]):.0%}" if known else ""
         rows.append([p["backend"], str(p["batch_size"]), p["stage"], f"{p['p50_ms']:.3f}", f"{p['p90_ms']:.3f}",
-                     f"{p['mean_ms']:.3f} ± {p['std_ms']:.3f}", f"{p['throughput']:.0f}", *_speedup_cells(p), fraction])
+                     f"{p['mean_ms']:.3f} ± {p['std_ms']:.3f}", f"{p['throughput']:.0f}", *_speedup_cells(p),
+                     f"{p['p50_ratio']:.2f}×", fraction])
     where = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
     name = reference["name"]
     note = (f"{where}; CPU threads: {bench['threads']}; GPU backends in {bench['precision']}. The stages of a backend "
@@ -106,11 +122,25 @@ def latency_table(bench: dict) -> TableData:
             f"speedup = {name} time ÷ stage time: the median over rounds of the ratio of each round's fastest "
             "calls, which holds on a busy machine; 'unsteady' where the rounds' quartiles differ by more than 25% "
             "(time again; threads: 1 helps on a shared machine). "
+            f"p50 ratio = {name} p50 ÷ stage p50, which a busy spell can move. "
             f"of MACs ratio = speedup ÷ ({name} MACs ÷ stage MACs): 100% when latency falls as fast as MACs.")
     return TableData("latency", ["backend", "batch", "stage", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup",
-                                 "rounds' quartiles", "of MACs ratio"], rows,
-                     {"batch", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup", "rounds' quartiles",
+                                 "rounds' quartiles", "p50 ratio", "of MACs ratio"], rows,
+                     {"batch", "p50 ms", "p90 ms", "mean ± std", "img/s", "speedup", "rounds' quartiles", "p50 ratio",
                       "of MACs ratio"}, note, detail=("mean ± std", "img/s", "rounds' quartiles"))
+
+
+def single_latency_table(bench: dict, input_shape) -> TableData:
+    """One model alone, as trtexec's performance summary puts it: throughput and the spread of latency."""
+    rows = [[p["backend"], str(p["batch_size"]), f"{p['throughput']:.0f}",
+             *(f"{p[k]:.3f}" for k in ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms")), str(p["iters"])]
+            for p in latency_points(bench)]
+    where = "; ".join(sorted({f"{r['backend']} on {r['device']}" for r in bench["latency"]}))
+    numbers = ["img/s", "min ms", "mean ms", "median ms", "p90 ms", "p99 ms", "runs"]
+    return TableData(f"latency of {bench['stages'][0]['name']}, input batch×{'×'.join(map(str, input_shape))}",
+                     ["backend", "batch", *numbers], rows, {"batch", *numbers},
+                     f"{where}; CPU threads: {bench['threads']}; GPU backends in {bench['precision']}. img/s = batch ÷ "
+                     "median latency; runs: timed after a warm-up.")
 
 
 def latency_search_tables(records: list[dict]) -> list[TableData]:
@@ -135,22 +165,26 @@ def latency_search_tables(records: list[dict]) -> list[TableData]:
     return out
 
 
-def headline(records: list[dict]) -> list[str]:
-    """The few numbers a user asks for: accuracy before/after, MACs ratio, measured speedup."""
+def headline(records: list[dict], caveat: str | None = None) -> list[str]:
+    """The few numbers a user asks for: accuracy before/after (marked where `caveat` says it means
+    nothing), MACs ratio, measured speedup."""
     base, last = records[0], records[-1]
     lines = [f"MACs {human(base['macs'])} → {human(last['macs'])} ({base['macs'] / last['macs']:.2f}× fewer), "
              f"params {human(base['params'])} → {human(last['params'])} ({base['params'] / last['params']:.2f}× fewer)"]
-    for key, label in QUALITY.items():
-        evaluated = [r for r in records if key in r["metrics"]]
+    for key in QUALITY:
+        evaluated = [r["metrics"] for r in records if key in r["metrics"]]
         if len(evaluated) >= 2:
-            first, final = evaluated[0]["metrics"][key], evaluated[-1]["metrics"][key]
-            lines.append(f"{label} {first:.2f}% → {final:.2f}% ({final - first:+.2f} points)")
+            first, final = evaluated[0], evaluated[-1]
+            splits = " → ".join(dict.fromkeys(m["split"] for m in (first, final) if m.get("split")))
+            lines.append(f"{quality_label(key, caveat)} {first[key]:.2f}% → {final[key]:.2f}% "
+                         f"({final[key] - first[key]:+.2f} points{f', on {splits}' if splits else ''})")
     bench = benchmark_metrics(records)
     if bench and len(bench["stages"]) > 1:
         first, final = bench["stages"][0]["name"], bench["stages"][-1]["name"]
         for r in bench["latency"]:
             if r["stage"] == final:
                 lines.append(f"{r['backend']} batch {r['batch_size']}: {r['speedup']:.2f}× faster than {first} "
-                             f"(p50 {r['baseline_ms']:.3f} → {r['compressed_ms']:.3f} ms)"
+                             f"(p50 {r['baseline_ms']:.3f} → {r['compressed_ms']:.3f} ms, "
+                             f"{r['baseline_ms'] / r['compressed_ms']:.2f}× as a ratio of p50s)"
                              + (" — unsteady, the machine was busy: time again" if unsteady(r) else ""))
     return lines + notes(records)
