@@ -118,6 +118,17 @@ class DistillParams(PassParams, TrainParams):
         return self
 
 
+NO_TEACHER = ("distill has no teacher to learn from: no prune or semi_structured pass before it kept a snapshot, and "
+              "nothing before it trained, so the recipe's model would distil from itself; give teacher: {source, "
+              "checkpoint}, or put distill after prune")
+
+
+def changed_before(before) -> bool:
+    """Whether a pass before distill changed the model, so the snapshot it kept, or else the
+    recipe's model, is a teacher distinct from the student."""
+    return any(PASSES.get(p.type).trains or PASSES.get(p.type).snapshots_teacher for p in before)
+
+
 def load_teacher(state, ctx, spec: ModelSpec | None) -> tuple[nn.Module, str, bool]:
     """The teacher, a line saying where it came from, and whether it is the unpruned source
     model (then the pruning history tells which of its channels the student kept)."""
@@ -126,10 +137,8 @@ def load_teacher(state, ctx, spec: ModelSpec | None) -> tuple[nn.Module, str, bo
         return teacher, f"{spec.source} from {spec.checkpoint or 'no checkpoint (untrained)'}", record == state.source
     if state.teacher is not None:
         return state.teacher, f"snapshot before the first prune (after {state.teacher_pass})", True
-    if not any(PASSES.get(p.type).trains for p in ctx.recipe.passes[:ctx.index]):
-        raise CompressorError("distill has no teacher to learn from: no prune or semi_structured pass before it kept "
-                              "a snapshot, and nothing before it trained, so the recipe's model would distil from "
-                              "itself; give teacher: {source, checkpoint}, or put distill after prune")
+    if not changed_before(ctx.recipe.passes[:ctx.index]):
+        raise CompressorError(NO_TEACHER)
     return ctx.baseline(), "the recipe's model (no prune pass before distill took a snapshot)", True
 
 
@@ -166,27 +175,16 @@ class Distill(Pass):
     Params = DistillParams
     trains = True
 
+    @classmethod
+    def order_problem(cls, params, before) -> str | None:
+        return NO_TEACHER if params.teacher is None and not changed_before(before) else None
+
     def run(self, state, ctx) -> dict:
         p = self.params
         state.model.to(ctx.device)
         teacher, origin, is_source = load_teacher(state, ctx, p.teacher)
         teacher.to(ctx.device)
-        example = state.example_input(device=ctx.device)
-        if p.logit:
-            why_not = ctx.task.logit_distillation()
-            if why_not:
-                raise CompressorError(f"logit: {why_not}")
-            check_logits(state.model, teacher, example)
-        pairs, adapter_init = (feature_pairs(state, teacher, p.features, example, is_source, ctx.task) if p.features
-                               else ([], None))
-        tutor = Teacher(teacher, [x.teacher for x in pairs])
-        terms = [tutor]
-        if p.logit:
-            terms.append(LogitTerm(tutor, p.logit.loss, p.logit.function(), p.logit.options(), p.logit.standardize,
-                                   p.logit.schedule(p.epochs)))
-        if p.features:
-            terms.append(FeatureTerm(tutor, p.features.loss, p.features.function(), p.features.options(), pairs,
-                                     p.features.schedule(p.epochs)))
+        pairs, adapter_init, terms = distillation_terms(state, ctx, p, teacher, is_source)
         console.print(f"  teacher: {origin}")
         for x in pairs:
             via = f", adapter {x.student_channels}→{x.teacher_channels}" if x.adapter is not None else ""
@@ -196,3 +194,25 @@ class Distill(Pass):
         return {"teacher": origin, "adapter_init": adapter_init,
                 "pairs": [{"student": x.student, "teacher": x.teacher, "adapter": x.adapter is not None} for x in pairs],
                 **metrics}
+
+
+def distillation_terms(state, ctx, p, teacher, is_source: bool) -> tuple[list, str | None, list]:
+    """The teacher's forward, KD on its logits and the feature loss on its maps, as `p` (a distill or
+    qat pass's parameters) asks: (feature pairs, how adapters began, terms for the training loop)."""
+    example = state.example_input(device=ctx.device)
+    if p.logit:
+        why_not = ctx.task.logit_distillation()
+        if why_not:
+            raise CompressorError(f"logit: {why_not}")
+        check_logits(state.model, teacher, example)
+    pairs, adapter_init = (feature_pairs(state, teacher, p.features, example, is_source, ctx.task) if p.features
+                           else ([], None))
+    tutor = Teacher(teacher, [x.teacher for x in pairs])
+    terms = [tutor]
+    if p.logit:
+        terms.append(LogitTerm(tutor, p.logit.loss, p.logit.function(), p.logit.options(), p.logit.standardize,
+                               p.logit.schedule(p.epochs)))
+    if p.features:
+        terms.append(FeatureTerm(tutor, p.features.loss, p.features.function(), p.features.options(), pairs,
+                                 p.features.schedule(p.epochs)))
+    return pairs, adapter_init, terms

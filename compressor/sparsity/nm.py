@@ -55,21 +55,28 @@ def sparsest_pattern(weight: torch.Tensor) -> str | None:
 
 
 def _weight_axes(model) -> dict[str, tuple[str, int]]:
-    """initializer name -> (op, axis of the input/reduction dimension) for Conv, Gemm, MatMul weights."""
+    """initializer name -> (op, axis of the input/reduction dimension) for Conv, Gemm, MatMul weights.
+    In a Q/DQ ONNX a weight reaches its layer through DequantizeLinear: the int8 initializer behind
+    it is the weight (same shape, and its zeros are the weight's: weights' zero points are 0)."""
     from onnx import helper
 
+    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     axes = {}
+
+    def weight(name: str, op: str, axis: int) -> None:
+        axes[dequantized.get(name, name)] = (op, axis)
+
     for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Conv" and len(node.input) > 1:
-            axes[node.input[1]] = ("Conv", 1)
+            weight(node.input[1], "Conv", 1)
         elif node.op_type == "Gemm":
             # Gemm computes A' @ B' with A' = A or Aᵀ, B' = B or Bᵀ; the reduced dimension is K.
-            axes[node.input[0]] = ("Gemm", 0 if attrs.get("transA", 0) else 1)
-            axes[node.input[1]] = ("Gemm", 1 if attrs.get("transB", 0) else 0)
+            weight(node.input[0], "Gemm", 0 if attrs.get("transA", 0) else 1)
+            weight(node.input[1], "Gemm", 1 if attrs.get("transB", 0) else 0)
         elif node.op_type == "MatMul":
-            axes[node.input[0]] = ("MatMul", -1)
-            axes[node.input[1]] = ("MatMul", -2)
+            weight(node.input[0], "MatMul", -1)
+            weight(node.input[1], "MatMul", -2)
     return axes
 
 
