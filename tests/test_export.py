@@ -19,6 +19,7 @@ from compressor.passes.export_onnx import first_inputs
 from compressor.pipeline import Pipeline, RunContext
 from compressor.recipe import DataSpec, parse_recipe
 from compressor.runtime import onnx as ox
+from compressor.runtime import tensorrt as rt
 from compressor.state import State, save_checkpoint
 from tests.conftest import needs_fmnist, write_recipe
 
@@ -110,8 +111,8 @@ def test_fixed_batch_and_exporter_fallback_are_reported(tmp_path):
     assert metrics["exporter"] == "torchscript" and metrics["samples"] == 32  # 8 whole batches of 4
 
 
-def make_run(tmp_path: Path) -> Path:
-    """A run folder as `compress run` leaves it: recipe.yaml and one checkpoint."""
+def make_run(tmp_path: Path, onnx: bool = False) -> Path:
+    """A run folder as `compress run` leaves it: recipe.yaml and one checkpoint (and its model.onnx)."""
     run = tmp_path / "run"
     run.mkdir()
     write_recipe(run / "recipe.yaml", {"name": "tiny", "model": TINY, "data": SYNTHETIC, "passes": [{"type": "evaluate"}]})
@@ -119,6 +120,9 @@ def make_run(tmp_path: Path) -> Path:
     state = State(model, {"source": TINY["source"], "kwargs": TINY["kwargs"] | {"num_classes": 10}}, (1, 16, 16))
     state.records.append({"index": 0, "type": "evaluate", "dir": "00-evaluate", "params": 1, "macs": 1, "seconds": 0,
                           "metrics": {}})
+    if onnx:
+        ox.export(model, state.input_shape, run / "model.onnx", dynamo=False)
+        state.artifacts["onnx"] = "model.onnx"
     save_checkpoint(state, run / "00-evaluate", {"index": 0, "type": "evaluate"})
     return run
 
@@ -135,3 +139,83 @@ def test_export_command(tmp_path):
     assert typo.exit_code == 2 and "did you mean 'opset'" in typo.output
     onnx_file = runner.invoke(app, ["export", str(tmp_path / "out" / "model.onnx")])
     assert onnx_file.exit_code == 2 and "run folder or a checkpoint folder" in onnx_file.output
+
+
+without_engines = pytest.mark.skipif(rt.unavailable_reason() is None, reason="TensorRT and a GPU are here: the "
+                                                                               "engine is built")
+
+
+@without_engines
+def test_export_engine_writes_the_bundle_and_exits_3_when_no_engine_is_built(tmp_path):
+    run, out = make_run(tmp_path, onnx=True), tmp_path / "jetson"
+    runner = CliRunner()
+    options = ["--dynamic", "2:4:16", "--workspace", "512", "--set", "precision=fp32", "--set", "rtol=0.1"]
+    result = runner.invoke(app, ["export", str(run), "--format", "engine", "--out", str(out), *options])
+    assert result.exit_code == 3, result.output  # a skip is not a success
+    assert (out / "model.onnx").read_bytes() == (run / "model.onnx").read_bytes()  # the run's own, copied
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "build_engine.sh", "check_engine.sh", "README.md"}
+    script = (out / "build_engine.sh").read_text()
+    assert "engine --memPoolSize=workspace:512M --minShapes=input:2x1x16x16 --optShapes=input:4x1x16x16" in script
+    assert "rtol 0.1" in (out / "check_engine.sh").read_text()
+    line = result.output.splitlines()[-1]
+    assert line.startswith("no engine built here (no TensorRT here); the bundle for the target is in " + str(out))
+    assert f"`compress export {run} --format engine {' '.join(options)}`" in line
+
+    # Only the bundle, asked for: exit 0, into the run folder itself.
+    only = runner.invoke(app, ["export", str(run), "--format", "engine", "--bundle-only", "--batch", "8",
+                               "--imgsz", "16", "--set", "precision=fp32"])
+    assert only.exit_code == 0, only.output
+    assert "--minShapes=input:8x1x16x16 --optShapes=input:8x1x16x16" in (run / "build_engine.sh").read_text()
+    assert {"check_engine.sh", "README.md"} <= {p.name for p in run.iterdir()}
+
+    # int8 without a Q/DQ ONNX calibrates where TensorRT is: the hint repeats it, as an option or as --set.
+    for options in (["--int8", "--batch", "4"], ["--set", "precision=int8"]):
+        int8 = runner.invoke(app, ["export", str(run), "--format", "engine", *options])
+        assert int8.exit_code == 3
+        assert f"on the target, run `compress export {run} --format engine {' '.join(options)}`" in int8.output
+
+
+def test_export_engine_options_are_checked(tmp_path):
+    from compressor.commands.export import engine_options
+
+    params, typed = engine_options(half=True, int8=False, batch=None, dynamic="1:8:32", workspace=2048, dla=1)
+    assert params == {"precision": "fp16", "min_batch": 1, "opt_batch": 8, "max_batch": 32, "workspace_mb": 2048,
+                      "dla_core": 1}
+    assert typed == ["--half", "--dynamic", "1:8:32", "--workspace", "2048", "--dla", "1"]
+    run = make_run(tmp_path)
+    runner = CliRunner()
+    for options, message in ((["--half", "--int8"], "--half and --int8 both given"),
+                             (["--dynamic", "1:8"], "give MIN:OPT:MAX batch sizes"),
+                             (["--batch", "4", "--dynamic", "1:4:8"], "choose one"),
+                             (["--half", "--set", "precision=fp32"], "precision set both by an option and by --set"),
+                             (["--imgsz", "32"], "input size is fixed at 16x16"),
+                             (["--bundle-only", "--int8"], "int8 builds from a Q/DQ ONNX made for TensorRT"),
+                             (["--format", "onnx", "--half"], "are for --format engine"),
+                             (["--format", "onnx", "--int8", "--batch", "4"], "are for --format engine")):
+        result = runner.invoke(app, ["export", str(run), "--format", "engine", *options])
+        assert result.exit_code == 2 and message in result.output, (options, result.output)
+
+
+def test_export_onnx_int8_writes_the_qdq_onnx_an_int8_engine_builds_from(tmp_path):
+    run, out = make_run(tmp_path), tmp_path / "out"
+    runner = CliRunner()
+    quick = ["--set", "calibration_batches=2", "--set", "error_samples=0", "--set", "evaluate=false",
+             "--set", "batch_sizes=[]"]
+    result = runner.invoke(app, ["export", str(run), "--format", "onnx", "--int8", "--out", str(out),
+                                 "--set", "target=tensorrt", *quick])
+    assert result.exit_code == 0, result.output
+    path = out / "model.int8.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path))
+    assert {p.key: p.value for p in proto.metadata_props}["int8_target"] == "tensorrt"
+    zero_points = {t.name: t.data_type for t in proto.graph.initializer}
+    quantize_nodes = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize_nodes and {zero_points[n.input[2]] for n in quantize_nodes} == {onnx.TensorProto.INT8}
+    assert ox.run_onnx(path, torch.randn(3, 1, 16, 16))["logits"].shape == (3, 10)
+
+    # The engine's bundle builds from that very file: no float export, no calibration.
+    bundle = runner.invoke(app, ["export", str(run), "--format", "engine", "--int8", "--bundle-only",
+                                 "--out", str(out)])
+    assert bundle.exit_code == 0, bundle.output
+    assert "--onnx=model.int8.onnx --saveEngine=model.engine --int8 --fp16" in (out / "build_engine.sh").read_text()
+    assert not (out / "model.onnx").exists()

@@ -100,7 +100,7 @@ def test_a_failed_fp16_check_keeps_the_fp16_onnx_and_the_script(tmp_path, monkey
         "onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "build_engine.sh": "build_engine.sh"}
     assert metrics["fp16_onnx"]["file"] == str(tmp_path / "model.fp16.onnx")
     before = listing(tmp_path)
-    assert set(before) == {"model.onnx", "model.fp16.onnx", "build_engine.sh"}
+    assert set(before) == {"model.onnx", "model.fp16.onnx", "build_engine.sh", "check_engine.sh", "README.md"}
 
     monkeypatch.setitem(trt_pass.TOLERANCE, "fp16", (0.0, 0.0))  # fp16 against fp32 cannot pass this
     with pytest.raises(CompressorError, match=r"^fp16 ONNX output 'logits' differs from the fp32 ONNX .*"
@@ -204,7 +204,7 @@ class FakeTensorRT:
             calibration_cache.write_bytes(b"scales")
 
     @staticmethod
-    def engine_parity(engine_path, onnx_path, inputs, max_batch, atol, rtol):
+    def engine_parity(engine_path, onnx_path, inputs, max_batch, atol, rtol, dla_core=None):
         assert engine_path.read_bytes().startswith(b"engine from ")
         if atol == 0:
             raise CompressorError(f"TensorRT engine output 'logits' differs from onnxruntime by up to 0.01 "
@@ -227,6 +227,7 @@ def test_an_engine_replaces_the_old_one_only_after_its_check(tmp_path, monkeypat
     written = {"model.onnx", "model.engine"} | {"fp16": {"model.fp16.onnx", "build_engine.sh"},
                                                 "fp32": {"build_engine.sh"},
                                                 "int8": {"model.calibration.cache"}}[precision]
+    written |= {"check_engine.sh", "README.md"}  # the rest of the bundle for a device
     before = listing(tmp_path)
     assert set(before) == written
 

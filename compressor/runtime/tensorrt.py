@@ -1,9 +1,9 @@
-"""TensorRT: engine builds with the Python API on 10.x (precision by builder flags) and 11.x
-(strongly typed only: precision comes from the ONNX), the trtexec script for a target device,
-and an engine runner (execute_async_v3). `tensorrt` is imported lazily: most machines that
-compress models have none, and engines are built where they will run."""
+"""TensorRT: engine builds with the Python API on 8.6 and 10.x (precision by builder flags) and
+11.x (strongly typed only: precision comes from the ONNX), and an engine runner
+(execute_async_v3). The trtexec scripts for a target device are in runtime/trtexec.py.
+`tensorrt` is imported lazily: most machines that compress models have none, and engines are
+built where they will run."""
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +14,31 @@ from compressor.errors import CompressorError
 from compressor.files import atomic_write
 from compressor.runtime.onnx import INPUT_NAME, compare, run_onnx
 
-SUPPORTED_MAJORS = (10, 11)
-TRTEXEC_FLAG = {"FP16": "--fp16", "INT8": "--int8", "SPARSE_WEIGHTS": "--sparsity=enable"}
+# The TensorRT versions this builds with, here and in the target's scripts: major -> lowest minor.
+# 8.6 is JetPack 6.0's (the first 8.x whose Python API has every call used here: execute_async_v3,
+# set_input_shape, memory pools); 10.x is JetPack 6.1+ and desktops'; 11.x desktops' (no JetPack yet).
+SUPPORTED = {8: 6, 10: 0, 11: 0}
+SUPPORTED_MAJORS = tuple(SUPPORTED)
+
+
+def qdq_command(run="RUN") -> str:
+    """How a Q/DQ ONNX for TensorRT is made: the quantize pass, run on the run's last checkpoint."""
+    return f"`compress export {run} --format onnx --int8 --set target=tensorrt`"
+
+
+def version_name(major: int) -> str:
+    """How a supported major version is named to users: '8.6', '10.x'."""
+    return f"{major}.{SUPPORTED[major]}" if SUPPORTED[major] else f"{major}.x"
+
+
+def supported_text() -> str:
+    names = [version_name(major) for major in SUPPORTED]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def is_supported(version: str) -> bool:
+    major, minor = (int(part) for part in (version.split(".") + ["0"])[:2])
+    return major in SUPPORTED and minor >= SUPPORTED[major]
 
 
 def installed_version() -> str | None:
@@ -36,8 +59,8 @@ def unavailable_reason() -> str | None:
     version = installed_version()
     if version is None:
         return "no TensorRT here"
-    if installed_major() not in SUPPORTED_MAJORS:
-        return f"TensorRT {version} is installed; only 10.x and 11.x are supported"
+    if not is_supported(version):
+        return f"TensorRT {version} is installed; only {supported_text()} are supported"
     if not torch.cuda.is_available():
         return f"TensorRT {version} is installed but there is no NVIDIA GPU here"
     return None
@@ -57,75 +80,36 @@ class BatchRange:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What one TensorRT major version needs for a precision: which ONNX to read and which flags."""
+    """What one TensorRT major version needs for a precision: which ONNX to read, which flags,
+    and the DLA core to build for (None: the GPU)."""
 
     onnx_file: str
     builder_flags: tuple[str, ...]  # names in trt.BuilderFlag
-
-    def trtexec_flags(self) -> list[str]:
-        return [TRTEXEC_FLAG[f] for f in self.builder_flags]
+    dla_core: int | None = None
 
 
-def plan_build(major: int, precision: str, sparse: bool, onnx_file: str, fp16_onnx_file: str) -> BuildPlan:
-    if major == 10:
+def plan_build(major: int, precision: str, sparse: bool, onnx_file: str, fp16_onnx_file: str,
+               dla_core: int | None = None, qdq: bool = False) -> BuildPlan:
+    """`qdq`: int8 from a Q/DQ ONNX (`onnx_file`, explicit quantisation: no calibration), else
+    8.6 and 10 calibrate (build_engine's calibration)."""
+    if major in (8, 10):
         # INT8 keeps FP16 as the fallback for layers without int8 kernels, as trtexec --int8 --fp16 does.
         flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}[precision]
         source = onnx_file
     elif major == 11:
-        if precision == "int8":
-            raise CompressorError("precision int8 on TensorRT 11 needs Q/DQ nodes in the ONNX (quantise it first, "
-                                  "e.g. with NVIDIA ModelOpt); use precision fp16 or fp32")
-        flags = ()  # 11.x removed the precision flags: every network is strongly typed
+        if precision == "int8" and not qdq:
+            raise CompressorError("precision int8 on TensorRT 11 builds from a Q/DQ ONNX made for TensorRT (it "
+                                  f"calibrates nothing): {qdq_command()} writes it")
+        if dla_core is not None:  # its 10.x-to-11.x migration guide: no JetPack and no DLA support in 11.x yet
+            raise CompressorError("TensorRT 11.x builds no DLA engines; build on the Jetson's TensorRT 8.6 or 10.x")
+        # 11.x removed the precision flags: every network is strongly typed, the Q/DQ nodes say where int8 runs,
+        # and --stronglyTyped "is no longer needed: it is always enabled" (docs.nvidia.com/deeplearning/tensorrt/
+        # 11.0.0/api/migration/tensorrt-10x-to-11x-trtexec.html).
+        flags = ()
         source = fp16_onnx_file if precision == "fp16" else onnx_file
     else:
-        raise CompressorError(f"TensorRT {major}.x is not supported; install TensorRT 10.x or 11.x")
-    return BuildPlan(source, flags + (("SPARSE_WEIGHTS",) if sparse else ()))
-
-
-def _shape_text(shape) -> str:
-    return "x".join(map(str, shape))
-
-
-def trtexec_command(plan: BuildPlan, engine_file: str, input_shape, batches: BatchRange | None) -> list[str]:
-    arguments = [f"--onnx={plan.onnx_file}", f"--saveEngine={engine_file}", *plan.trtexec_flags()]
-    if batches:
-        low, opt, high = batches.shapes(input_shape)
-        arguments += [f"--minShapes={INPUT_NAME}:{_shape_text(low)}", f"--optShapes={INPUT_NAME}:{_shape_text(opt)}",
-                      f"--maxShapes={INPUT_NAME}:{_shape_text(high)}"]
-    return ['"$TRTEXEC"', *map(shlex.quote, arguments)]
-
-
-def write_build_script(path: Path, plans: dict[int, BuildPlan | str], engine_file: str, input_shape,
-                       batches: BatchRange | None, about: str) -> None:
-    """A script for the target device: it asks trtexec for its version and runs the command
-    made for that major version. `plans` maps a major version to its plan, or to why it cannot build."""
-    branches = []
-    for major, plan in plans.items():
-        if isinstance(plan, BuildPlan):
-            action = " ".join(trtexec_command(plan, engine_file, input_shape, batches))
-        else:
-            action = f"echo {shlex.quote(f'build_engine.sh: {plan}')} >&2; exit 1"
-        branches.append(f"  {major}) {action} ;;")
-    script = "\n".join([
-        "#!/usr/bin/env bash",
-        f"# Builds {engine_file} on the device it will run on: engines are specific to the GPU and",
-        "# to the TensorRT version. Made by `compress`; " + about,
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-        'TRTEXEC="${TRTEXEC:-trtexec}"',
-        "# trtexec prints its version first, e.g. '&&&& RUNNING TensorRT.trtexec [TensorRT v100300]'.",
-        'banner="$("$TRTEXEC" --help 2>&1 | head -n 1 || true)"',
-        "version=\"$(printf '%s' \"$banner\" | sed -n 's/.*TensorRT v\\([0-9]*\\).*/\\1/p')\"",
-        'major=$(( ${version:-0} / 10000 ))',
-        'case "$major" in',
-        *branches,
-        '  *) echo "build_engine.sh: needs TensorRT ' + " or ".join(f"{m}.x" for m in plans)
-        + ', trtexec says: ${banner:-nothing (is trtexec on PATH? set TRTEXEC=/path/to/trtexec)}" >&2; exit 1 ;;',
-        "esac",
-        "",
-    ])
-    atomic_write(path, script)
-    path.chmod(0o755)
+        raise CompressorError(f"TensorRT {major}.x is not supported; install TensorRT {supported_text()}")
+    return BuildPlan(source, flags + (("SPARSE_WEIGHTS",) if sparse else ()), dla_core)
 
 
 def _logger():
@@ -135,7 +119,7 @@ def _logger():
 
 
 def _entropy_calibrator(batches: list[torch.Tensor], cache: Path):
-    """INT8 scales from real images (TensorRT 10 only: 11.x takes Q/DQ nodes instead)."""
+    """INT8 scales from real images, where no Q/DQ ONNX gives them (TensorRT 8.6 and 10: 11.x has no calibration)."""
     import tensorrt as trt
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
@@ -173,7 +157,9 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, input_shap
 
     logger = _logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode since 10.0; the flag is deprecated
+    # Explicit batch is the only mode since 10.0 (the flag is deprecated there); 8.x must ask for it.
+    major = int(trt.__version__.split(".")[0])
+    network = builder.create_network(0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -182,6 +168,10 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, input_shap
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    if plan.dla_core is not None:  # as trtexec --useDLACore=N --allowGPUFallback
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = plan.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if batches:
         profile = builder.create_optimization_profile()
         profile.set_shape(INPUT_NAME, *batches.shapes(input_shape))
@@ -201,10 +191,12 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, input_shap
 class Engine:
     """A deserialised engine with one execution context on its own CUDA stream."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, dla_core: int | None = None):
         import tensorrt as trt
 
         self.runtime = trt.Runtime(_logger())
+        if dla_core is not None:  # a DLA engine runs on the core it was built for
+            self.runtime.DLA_core = dla_core
         self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise CompressorError(f"{path} does not load with TensorRT {trt.__version__} on "
@@ -251,9 +243,9 @@ class Engine:
 
 
 def engine_parity(engine_path: Path, onnx_path: Path, inputs: torch.Tensor, max_batch: int, atol: float,
-                  rtol: float) -> dict:
+                  rtol: float, dla_core: int | None = None) -> dict:
     """The engine against onnxruntime on the same real inputs, in chunks the profile allows."""
-    engine = Engine(engine_path)
+    engine = Engine(engine_path, dla_core)
     chunks = [engine(chunk) for chunk in inputs.split(max_batch)]
     got = {name: np.concatenate([c[name] for c in chunks]) for name in engine.outputs}
     return compare(run_onnx(onnx_path, inputs), got, atol, rtol, "TensorRT engine", "onnxruntime",
