@@ -43,8 +43,14 @@ def assert_row(row: dict) -> None:
         assert row["heads_after"] <= row["heads_before"] // 2 + 12  # at least one head stays in each block
 
 
+# The models with a special case in the tables above, and the two transformer families; the plain
+# convnets behave as torchvision's do (tests/test_prune_zoo.py). CI's time is bounded:
+# examples/prune_zoo_sweep.py --zoo timm checks every model in TIMM_MODELS.
+SPECIAL = sorted({*NEEDS_IGNORE, *LEFT_WHOLE, "timm:vit_tiny_patch16_224", "timm:swin_tiny_patch4_window7_224"})
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", TIMM_MODELS)
+@pytest.mark.parametrize("name", SPECIAL)
 def test_timm_sweep(tmp_path, name):
     assert_row(check(name, TIMM_MODELS[name], 0.5, tmp_path))
 

@@ -11,7 +11,7 @@ import torch
 from compressor.measure import count_macs_params
 from compressor.pruning.engine import Plan
 from compressor.pruning.graph import survey
-from compressor.pruning.sweep import MODELS, build, check
+from compressor.pruning.sweep import build, check
 from compressor.pruning.targets import bisect
 
 # Models torch-pruning cannot follow, and the operation the error must name.
@@ -35,10 +35,10 @@ def test_zoo_quick(tmp_path, name):
     assert_row(check(name, 32, 0.5, tmp_path), name)
 
 
-# One of each family the sweep covers (residual, inverted residual, squeeze-excite, ConvNeXt,
-# shuffle, ViT, Swin): CI's time is bounded; examples/prune_zoo_sweep.py checks all of MODELS.
-FAMILIES = ["resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "shufflenet_v2_x1_0",
-            "vit_b_16", "swin_t"]
+# One of each family the sweep covers (inverted residual with squeeze-excite, ConvNeXt, shuffle, ViT,
+# Swin; the residual resnet50 is pruned by the MACs-target test below): CI's time is bounded;
+# examples/prune_zoo_sweep.py checks all of MODELS.
+FAMILIES = ["mobilenet_v3_large", "convnext_tiny", "shufflenet_v2_x1_0", "vit_b_16", "swin_t"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from compressor.runtime import onnx as ox
 from compressor.sparsity import is_nm, nm_mask, onnx_nm_report, to_semi_structured
 from compressor.sparsity.nm import parse_pattern
 from compressor.sparsity.srste import SRSTE
-from compressor.state import load_checkpoint, save_checkpoint
+from compressor.state import load_checkpoint
 from compressor.training import Step
 from tests.conftest import TEACHER, needs_fmnist, needs_teacher
 
