@@ -203,6 +203,18 @@ class Pipeline:
         if warning:
             console.print(f"[yellow]note:[/yellow] {warning}")
 
+    def training_ahead(self, state: State, index: int) -> str | None:
+        """The whole run's ETA where it can be known: the training epochs from this pass on, at the
+        speed the last training pass measured (passes that do not train take seconds beside them)."""
+        rate = next((r["metrics"]["img_per_s"] for r in reversed(state.records) if "img_per_s" in r["metrics"]), None)
+        epochs = sum(p.epochs for p in self.recipe.passes[index:] if PASSES.get(p.type).trains)
+        if not rate or not epochs:
+            return None
+        loader = self.ctx.data.train
+        seconds = epochs * loader.num_samples * loader.world / rate  # img/s counts every rank's images
+        return (f"{human_duration(seconds)} of training left in this run ({epochs:g} epochs at the "
+                f"{rate:.0f} img/s the last training pass measured)")
+
     def run_pass(self, state: State, index: int, params) -> State:
         """Runs one pass and checkpoints it. Under torchrun, passes that train run on every rank;
         the rest run on rank 0 while the others wait and then load its checkpoint."""
@@ -219,6 +231,9 @@ class Pipeline:
             self.ctx.pass_dir, self.ctx.index = partial, index
             self.ctx.checkpoints = PassCheckpoints(kept, self.recipe.fingerprint(index), folder, distributed.is_main())
             console.rule(f"[bold]{index + 1}/{len(self.recipe.passes)} {params.type}")
+            ahead = self.training_ahead(state, index)
+            if ahead:
+                console.print(f"[dim]{ahead}[/dim]")
             try:
                 seconds, macs, n_params = self.execute(step, state, index, folder, partial)
             except BaseException as e:
@@ -259,6 +274,13 @@ class Pipeline:
         else:
             shutil.rmtree(partial)
         return seconds, macs, n_params
+
+
+def human_duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"about {minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"about {minutes} min"
 
 
 def run_on_checkpoint(recipe: Recipe, checkpoint: Path, out_dir: Path, trust: Trust = NO_TRUST):

@@ -1,6 +1,7 @@
 """Run folders, checkpoints after every pass, and resume after a SIGKILL."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -76,3 +77,16 @@ def test_resume_refuses_a_changed_recipe(tmp_path, synthetic_recipe):
     assert "passes[1] (prune) or something before it changed" in changed.output
     unchanged = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--resume"])
     assert unchanged.exit_code == 0, unchanged.output
+
+
+def test_after_a_training_pass_each_heading_says_how_much_training_the_run_has_left(tmp_path, synthetic_recipe):
+    synthetic_recipe["passes"] += [{"type": "train", "epochs": 2}, {"type": "evaluate"}]
+    path = write_recipe(tmp_path / "r.yaml", synthetic_recipe)
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    rate = json.loads((tmp_path / "run" / "report.json").read_text())["passes"][3]["metrics"]["img_per_s"]
+    ahead = re.findall(r"(?:under a minute|about \d+ min) of training left in this run \((\d+) epochs at the (\d+) "
+                       r"img/s", result.output)
+    # Before 03-evaluate and 04-train, at the first train pass's speed; none before it (nothing measured
+    # yet) and none at 05-evaluate (nothing trains after it).
+    assert ahead == [("2", str(round(rate)))] * 2, result.output
