@@ -179,3 +179,16 @@ def test_torchvision_weights_offline_is_one_line(tmp_path, monkeypatch):
     (line,) = result.output.splitlines()
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in line, line
     assert f"put resnet18-f37072fd.pth in {tmp_path / 'hub' / 'checkpoints'}" in line and "model.checkpoint" in line
+
+
+def test_timm_pretrained_offline_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("timm")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty Hub cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the network, not the code under test
+    result = runner.invoke(app, ["inspect", "timm:resnet18", "--arg", "pretrained=true"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()
+    assert "timm:resnet18 pretrained weights could not be fetched" in line and "model.checkpoint" in line, line
+    assert f"put them in the Hub cache ({tmp_path})" in line, line

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn as nn
 
-from compressor.errors import CompressorError, did_you_mean, excerpt
+from compressor.errors import CompressorError, bounded, did_you_mean, excerpt
 from compressor.models.zoo import ZOO
 from compressor.registry import Registry
 
@@ -96,7 +96,20 @@ CHECKS["timm"] = _timm_name
 
 @SOURCES.register("timm")
 def _timm(name: str, kwargs: dict) -> nn.Module:
-    return _timm_module().create_model(name, **kwargs)
+    try:
+        return _timm_module().create_model(name, **kwargs)
+    except OSError as e:  # pretrained weights offline: Hugging Face Hub's retries end in this
+        if not kwargs.get("pretrained"):
+            raise
+        raise CompressorError(f"timm:{name} pretrained weights could not be fetched from the Hugging Face Hub "
+                              f"({bounded(str(e), 120)}); put them in the Hub cache ({hub_cache()}), or give the "
+                              "weights file as model.checkpoint and drop pretrained") from None
+
+
+def hub_cache() -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return HF_HUB_CACHE
 
 
 def native_input_shape(source: str) -> tuple[int, ...] | None:
