@@ -54,10 +54,9 @@ class Threads(int):
 def choose_threads(asked: int | None, environ: Mapping[str, str], cpus: int) -> Threads:
     """The threads asked for (the recipe's threads or --threads), else OMP_NUM_THREADS, else this
     process's share of `cpus` (shared with the other processes torchrun started on this machine).
-    All of them: other processes that keep some CPUs busy cost no more than their share, because
-    our threads out of work sleep at once (OMP_WAIT_POLICY=PASSIVE, set in compressor/__init__.py)
-    instead of spinning. Two threads on two shared CPUs ran about 5x slower than one while they
-    spun, and 0.9-1.7x as fast as one asleep, with 0, 1 or 2 other processes busy (docs/threads.md)."""
+    libgomp's threads spin while they wait: on a quiet machine that made two threads 1.9x as fast as
+    one, and 2.4x as fast as two that sleep; where other processes hold the CPUs it made them 5-10x
+    slower (docs/threads.md), which busy_warning tells the user."""
     if asked:
         return Threads(asked, "as asked")
     from_env = environ.get("OMP_NUM_THREADS", "")
@@ -69,8 +68,8 @@ def choose_threads(asked: int | None, environ: Mapping[str, str], cpus: int) -> 
 
 
 def threads_spin(environ: Mapping[str, str]) -> bool:
-    """Whether OpenMP threads out of work spin before they sleep: where the user chose a spin count
-    or OMP_WAIT_POLICY other than PASSIVE (compressor/__init__.py sets PASSIVE where they chose neither)."""
+    """Whether OpenMP threads out of work spin before they sleep, as libgomp reads the environment:
+    they do unless OMP_WAIT_POLICY is PASSIVE or GOMP_SPINCOUNT is 0 (a spin count wins)."""
     if "GOMP_SPINCOUNT" in environ:
         return environ["GOMP_SPINCOUNT"].strip() != "0"
     return environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
@@ -79,7 +78,7 @@ def threads_spin(environ: Mapping[str, str]) -> bool:
 def busy_warning(threads: int) -> str | None:
     """What to tell the user where other processes already hold the CPUs this run will use and its
     threads spin while they wait: each then burns a CPU that the other processes want, and the run
-    went several times slower than on one thread (docs/threads.md)."""
+    went 5-10x slower than with its threads asleep (docs/threads.md)."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -88,8 +87,8 @@ def busy_warning(threads: int) -> str | None:
     if load < cpus or threads == 1 or not threads_spin(os.environ):
         return None
     return (f"the machine is busy (load {load:.1f} on {cpus} CPUs) and this run's {threads} threads spin while they "
-            "wait (OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment); if it runs slowly, unset those, or try "
-            "--threads 1 (or threads: 1 in the recipe)")
+            "wait; if it runs slowly, start it with OMP_WAIT_POLICY=PASSIVE in the environment, or try --threads 1 "
+            "(docs/threads.md)")
 
 
 def use_threads(asked: int | None) -> Threads:

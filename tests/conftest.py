@@ -2,8 +2,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-import compressor  # noqa: F401  (before torch: the tests' OpenMP threads sleep when idle, as a run's do)
 import torch
 import yaml
 

@@ -57,7 +57,8 @@ def test_a_busy_machine_is_worth_a_note_only_where_threads_spin(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     assert busy_warning(2) is None
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert "--threads 1" in busy_warning(2) and "load 9.0" in busy_warning(2)
+    warning = busy_warning(2)
+    assert "--threads 1" in warning and "OMP_WAIT_POLICY=PASSIVE" in warning and "load 9.0" in warning
     assert busy_warning(1) is None
 
 
@@ -71,11 +72,11 @@ def test_use_threads_sets_torch():
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torch's OpenMP runtime is libgomp on Linux")
 @pytest.mark.parametrize("imports, given, spin_count", [
-    ("compressor, torch", {}, "0"),  # as the compress command loads them
-    ("compressor, torch", {"GOMP_SPINCOUNT": "300000"}, "300000"),  # the user's
-    ("torch, compressor", {}, "300000"),  # too late: libgomp keeps its own default
+    ("compressor, torch", {}, "300000"),  # libgomp's own default: compressor leaves it
+    ("compressor, torch", {"OMP_WAIT_POLICY": "PASSIVE"}, "0"),  # what busy_warning suggests
+    ("compressor, torch", {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "PASSIVE"}, "300000"),  # a count wins
 ])
-def test_libgomp_waits_as_compressor_chose_and_says(imports, given, spin_count):
+def test_libgomp_waits_as_the_environment_says_and_threads_spin_agrees(imports, given, spin_count):
     """libgomp reads its environment once, as torch loads it; OMP_DISPLAY_ENV makes it print what it
     took. threads_spin, reading the environment afterwards, must agree with it."""
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT} | given | {"OMP_DISPLAY_ENV": "VERBOSE"}
