@@ -119,6 +119,9 @@ register_all(app)
 
 
 def main():
+    from compressor.process import settle_wait
+
+    settle_wait()  # before anything loads torch: libgomp reads how to wait once, as it loads
     app(prog_name="compress")
 
 

@@ -20,7 +20,7 @@ from compressor.measure import count_macs_params, human
 from compressor.files import atomic_write
 from compressor.models import NO_TRUST, TRUST_ALL, Trust, load_source
 from compressor.passes import PASSES
-from compressor.process import busy_warning, use_threads
+from compressor.process import busy_warning, current_wait, use_threads
 from compressor.recipe import Recipe, dump_recipe
 from compressor.pruning.diagnose import forward_or_explain
 from compressor.runs import (RECIPE_FILE, check_deletable, check_writable, checkpoints, is_checkpoint, is_marked, mark,
@@ -196,10 +196,12 @@ class Pipeline:
 
     def print_header(self, state: State) -> None:
         shape = "×".join(map(str, state.input_shape))
+        policy = current_wait()
+        wait = f", {policy.describe()}" if self.threads > 1 else ""
         console.print(f"[bold]{self.recipe.name}[/bold]: {self.recipe.model.source} on {self.recipe.data.dataset}, "
                       f"input {shape}, {self.ctx.task.name} task, device {self.ctx.device}, {self.threads} CPU "
-                      f"thread{'s' * (self.threads > 1)} ({self.threads.why})", highlight=False)
-        warning = busy_warning(self.threads)
+                      f"thread{'s' * (self.threads > 1)} ({self.threads.why}){wait}", highlight=False)
+        warning = busy_warning(self.threads, policy)
         if warning:
             console.print(f"[yellow]note:[/yellow] {warning}")
 
