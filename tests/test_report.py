@@ -104,8 +104,11 @@ def test_report_md_says_when_by_what_and_that_synthetic_accuracy_means_nothing(r
     command = shlex.join(["compress", "run", str(run.parent / "r.yaml"), "--out", str(run)])
     assert re.search(rf"Made \d{{4}}-\d\d-\d\d \d\d:\d\d UTC by compress {re.escape(tool_version())}: "
                      rf"`{re.escape(command)}`", md), md[:600]
-    threads = json.loads((run / "report.json").read_text())["threads"]
+    doc = json.loads((run / "report.json").read_text())
+    threads = doc["threads"]
     assert f"input 1×16×16, {threads} CPU thread{'s' * (threads > 1)} for training and evaluation" in md
+    if threads > 1:  # how they waited matters only where there are several
+        assert "while they wait (" in doc["wait"] and f"for training and evaluation, {doc['wait']}." in md
     assert "> **Accuracy numbers here are meaningless**: the data is synthetic" in md
     assert "| top-1 (meaningless) |" in md and "- top-1 (meaningless) " in md
     assert "accuracy numbers here are meaningless: the data is synthetic" in (run.parent / "run.log").read_text()

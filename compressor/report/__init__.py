@@ -67,7 +67,8 @@ def _header(doc: dict) -> list[str]:
     lines = []
     if doc.get("model"):
         shape = f", input {'×'.join(map(str, doc['input_shape']))}" if doc.get("input_shape") else ""
-        threads = (f", {doc['threads']} CPU thread{'s' * (doc['threads'] > 1)} for training and evaluation"
+        wait = f", {doc['wait']}" if doc.get("wait") else ""
+        threads = (f", {doc['threads']} CPU thread{'s' * (doc['threads'] > 1)} for training and evaluation{wait}"
                    if doc.get("threads") else "")
         lines.append(f"Model `{doc['model']}` on `{doc['dataset']}`{shape}{threads}.")
     if doc.get("created"):
@@ -105,7 +106,7 @@ def _write_views(run_dir: Path, doc: dict) -> None:
 
 
 def write_report(run_dir: Path, recipe, records: list[dict], run: dict | None = None) -> None:
-    """`run`: how the run was made (threads, input_shape), shown in report.md's header with when,
+    """`run`: how the run was made (threads, wait, input_shape), shown in report.md's header with when,
     by which version and command this process made it."""
     doc = {"recipe": recipe.name, "model": recipe.model.source, "dataset": recipe.data.dataset,
            "trained_weights": trained_weights(recipe), **provenance(), **(run or {}), "passes": records}
@@ -142,6 +143,7 @@ class ReportDoc(Loose):
     model: str | None = None
     dataset: str | None = None
     threads: int | None = Field(None, gt=0)
+    wait: str | None = Field(None, max_length=300)  # how the threads waited, and why
     input_shape: list[int] | None = None
     trained_weights: bool | None = None
     created: str | None = None
