@@ -2,7 +2,7 @@
 1 thread and 2 threads spinning or sleeping, while 0, 1 and 2 other processes keep CPUs busy.
 Writes docs/threads.md; exits 1 where the default misses 0.8x of the best setting under a load.
 
-    python examples/benchmarks/threads_under_load.py            # 3 rounds, ~15 min on 2 shared CPU cores
+    python examples/benchmarks/threads_under_load.py            # 3 rounds, ~10 min on 2 CPU cores
     python examples/benchmarks/threads_under_load.py --quick    # 1 round of 1 s measurements
 
 Each busy process is another single-threaded job: numpy 256×256 matmuls in a loop on one thread,
