@@ -165,3 +165,20 @@ def test_libgomp_waits_as_compress_chose_before_torch_loaded(busy, given, spin_c
 def test_others_cpu_use_sees_a_busy_process():
     with busy_cpu():
         assert others_cpu_use(0.3) >= 0.7
+
+
+@needs_two_cpus
+def test_how_threads_wait_changes_no_weight_a_run_trains(tmp_path, synthetic_recipe):
+    """Why the wait, and never the thread count, is chosen from the load: the same training with
+    threads that spin and threads that sleep gives the same bytes."""
+    recipe = synthetic_recipe | {"passes": [{"type": "train", "epochs": 1}]}
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    weights = []
+    for name, given in (("sleep", {"OMP_WAIT_POLICY": "PASSIVE"}), ("spin", {"GOMP_SPINCOUNT": "300000"})):
+        out = tmp_path / name
+        done = subprocess.run([sys.executable, "-m", "compressor", "run", str(path), "--out", str(out), "--threads", "2"],
+                              env=compress_env(given), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"GOMP_SPINCOUNT = '{given.get('GOMP_SPINCOUNT', '0')}'" in done.stderr
+        weights.append((out / "00-train" / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
