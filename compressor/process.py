@@ -3,8 +3,8 @@ the process. Nothing here imports torch at module level: the wait policy is chos
 loads libgomp, which reads its environment once, then.
 
 The wait: libgomp's threads spin for about 300000 iterations before they sleep. On a quiet 2-CPU
-machine that made the quickstart's distillation about 1.4x faster than threads that sleep at once;
-where one or two other processes held the CPUs it made it about 2x slower (docs/threads.md). So a
+machine that made the quickstart's distillation 1.2-2.4x faster than threads that sleep at once;
+where one or two other processes held the CPUs it made it 1.6-2.5x slower (docs/threads.md). So a
 run looks at how much CPU other processes use as it starts, and lets its threads sleep
 (OMP_WAIT_POLICY=PASSIVE) where they would not each find a free CPU. It changes no number a run
 computes, only its speed; the thread count, which changes the order of sums, is never chosen from
@@ -185,7 +185,7 @@ def current_wait() -> WaitPolicy:
 def busy_warning(threads: int, wait: WaitPolicy) -> str | None:
     """What to tell the user where this run's threads spin although other processes now hold the
     CPUs they need (the load came after the start, or the environment asked for spinning): each
-    spinning thread then burns a CPU that another process wants, and the run went 2x slower."""
+    spinning thread then burns a CPU that another process wants, and the run went 1.6-2.5x slower."""
     if threads == 1 or not wait.spin:
         return None
     others = others_cpu_use()
