@@ -53,7 +53,7 @@ def run(
     import json
 
     from compressor.pipeline import Pipeline
-    from compressor.process import current_wait, keep_freed_memory
+    from compressor.process import keep_freed_memory
     from compressor.recipe import load_recipe
     from compressor.report import REPORT_JSON, print_summary, write_report
     from compressor.training import distributed
@@ -68,8 +68,7 @@ def run(
     state = pipeline.run(resume=resume, fresh=fresh)
     main = distributed.is_main()  # under torchrun, rank 0 alone writes and reports
     if main:
-        wait = current_wait().describe() if pipeline.threads > 1 else None
-        write_report(pipeline.run_dir, parsed, state.records, {"threads": pipeline.threads, "wait": wait,
+        write_report(pipeline.run_dir, parsed, state.records, {"threads": pipeline.threads, "wait": pipeline.waiting(),
                                                                "input_shape": list(state.input_shape)})
         print_summary(state.records, pipeline.run_dir)
     distributed.shutdown()

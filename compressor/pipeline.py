@@ -181,6 +181,7 @@ class Pipeline:
         distributed.init()
         console.quiet = not distributed.is_main()
         self.threads = use_threads(self.recipe.threads)
+        self.wait = current_wait()
         done = self.prepare(resume, fresh)
         if done:
             self.ctx.previous = pass_folder(done - 1, self.recipe.passes[done - 1].type)
@@ -196,14 +197,17 @@ class Pipeline:
 
     def print_header(self, state: State) -> None:
         shape = "×".join(map(str, state.input_shape))
-        policy = current_wait()
-        wait = f", {policy.describe()}" if self.threads > 1 else ""
+        wait = f", {self.waiting()}" if self.waiting() else ""
         console.print(f"[bold]{self.recipe.name}[/bold]: {self.recipe.model.source} on {self.recipe.data.dataset}, "
                       f"input {shape}, {self.ctx.task.name} task, device {self.ctx.device}, {self.threads} CPU "
                       f"thread{'s' * (self.threads > 1)} ({self.threads.why}){wait}", highlight=False)
-        warning = busy_warning(self.threads, policy)
+        warning = busy_warning(self.threads, self.wait)
         if warning:
             console.print(f"[yellow]note:[/yellow] {warning}")
+
+    def waiting(self) -> str | None:
+        """How the run's threads wait, and why; None for one thread, which waits for no other."""
+        return self.wait.describe() if self.threads > 1 else None
 
     def training_ahead(self, state: State, index: int) -> str | None:
         """The whole run's ETA where it can be known: the training epochs from this pass on, at the

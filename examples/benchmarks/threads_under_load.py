@@ -103,9 +103,9 @@ def serve(seconds: float) -> None:
         for line in sys.stdin:
             threads = use_threads(json.loads(line)["threads"])
             metrics = PASSES.get("distill")(distill).run(state, ctx)
+            wait = current_wait()
             print(json.dumps({"img_s": metrics["img_per_s"], "threads": threads, "why": threads.why,
-                              "spin": current_wait().spin,
-                              "wait": current_wait().describe(), "loadavg": os.getloadavg()[0]}), flush=True)
+                              "spin": wait.spin, "wait": wait.describe(), "loadavg": os.getloadavg()[0]}), flush=True)
 
 
 class Worker:
@@ -145,11 +145,13 @@ def busy(processes: int):
 
 def measure(loads: list[int], rounds: int, seconds: float) -> dict:
     """{load: {setting: [answers, one a round]}}."""
-    fixed = {name: env for name, (env, _) in SETTINGS.items() if env is not None}
     workers = {}  # a fixed environment -> its worker
-    for name, env in fixed.items():
-        key = json.dumps(env, sort_keys=True)
-        workers.setdefault(key, Worker(env, seconds)).measure(SETTINGS[name][1])  # warm-up at each setting
+    for env, threads in SETTINGS.values():
+        if env is not None:
+            key = json.dumps(env, sort_keys=True)
+            if key not in workers:
+                workers[key] = Worker(env, seconds)
+            workers[key].measure(threads)  # warm-up at each setting
     try:
         results = {load: {name: [] for name in SETTINGS} for load in loads}
         names = list(SETTINGS)
